@@ -1,0 +1,1 @@
+"""hello_client: the hello-chat library and command."""

@@ -1,0 +1,66 @@
+"""What both ends of a hello connection agree on, beyond the schema.
+
+Keepalive: the server pings idle connections so that a vanished client is
+noticed within about 30 s; it tolerates client pings every 10 s, and clients
+ping every 20 s, so the two never trip gRPC's "too_many_pings" GOAWAY.
+
+Batch framing: a ``MessageBatch`` on the wire is the concatenation of
+``field 1, length-delimited`` records, one per ``Message``. Framing the bytes
+that were already serialised for ``Join`` gives the exact encoding of a
+``MessageBatch`` without decoding or re-encoding anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+SERVICE_NAME = "hello.ChatRoom"
+JOIN_METHOD = f"/{SERVICE_NAME}/Join"
+SEND_METHOD = f"/{SERVICE_NAME}/SendMessage"
+SUBSCRIBE_METHOD = f"/{SERVICE_NAME}/Subscribe"
+
+DEFAULT_PORT = 8080
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+
+# Room and user ids, and the text, have these limits unless the server is
+# configured otherwise. Both ends know them so a client can reject early.
+DEFAULT_MAX_ID_CHARS = 128
+DEFAULT_MAX_TEXT_BYTES = 64 * 1024
+# Room the ids and framing take beyond the text in one request or delivery.
+ENVELOPE_ALLOWANCE_BYTES = 4096
+
+SERVER_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 2),
+)
+
+CLIENT_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
+
+_BATCH_FIELD_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def frame_batch(messages: Iterable[bytes]) -> bytes:
+    """Encode serialised ``Message`` bytes as one serialised ``MessageBatch``."""
+    parts: list[bytes] = []
+    for body in messages:
+        parts.append(_BATCH_FIELD_TAG)
+        parts.append(_varint(len(body)))
+        parts.append(body)
+    return b"".join(parts)

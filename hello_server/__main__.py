@@ -1,0 +1,3 @@
+from hello_server.cli import main
+
+main()

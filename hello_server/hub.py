@@ -1,0 +1,207 @@
+"""The room hub: rooms, their members, ordering and fan-out. Pure asyncio.
+
+The hub knows nothing of gRPC or protobuf. It stamps each accepted message
+with the server time and the room's next sequence number, has it encoded once
+by the injected `Encoder`, and puts that same bytes object into every
+member's `Mailbox` without awaiting. Everything in `publish` runs without a
+suspension point, so every member sees one order per room.
+
+`Hub` is the in-process backend; other backends (a shared store for several
+nodes) implement the same `RoomHub` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from hello_server.mailbox import CloseReason, Mailbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An accepted message, as the hub numbered and timed it."""
+
+    room_id: str
+    sender_id: str
+    text: str
+    seq: int
+    timestamp_ns: int
+
+
+Encoder = Callable[[Envelope], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """How far one member may fall behind before it is evicted."""
+
+    max_messages: int
+    max_bytes: int
+
+
+class RoomNotFound(LookupError):
+    """The room has no members, so it does not exist."""
+
+    def __init__(self, room_id: str) -> None:
+        super().__init__(f"room {room_id!r} does not exist: nobody has joined it")
+        self.room_id = room_id
+
+
+class HubClosed(RuntimeError):
+    """The hub is shutting down and takes no more joins or messages."""
+
+    def __init__(self) -> None:
+        super().__init__("server shutting down")
+
+
+class Member:
+    """One joined stream. The same user may be several members at once."""
+
+    __slots__ = ("mailbox", "member_id", "name", "room_id", "user_id")
+
+    def __init__(
+        self, member_id: int, room_id: str, user_id: str, name: str, mailbox: Mailbox
+    ) -> None:
+        self.member_id = member_id
+        self.room_id = room_id
+        self.user_id = user_id
+        self.name = name
+        self.mailbox = mailbox
+
+    def __repr__(self) -> str:
+        return f"Member({self.member_id}, room={self.room_id!r}, user={self.user_id!r})"
+
+
+class _Room:
+    __slots__ = ("last_seq", "members", "room_id")
+
+    def __init__(self, room_id: str) -> None:
+        self.room_id = room_id
+        self.members: dict[int, Member] = {}
+        self.last_seq = 0
+
+
+class RoomHub(Protocol):
+    """What the gRPC service needs from a room backend."""
+
+    def join(self, room_id: str, user_id: str, name: str = "") -> Member: ...
+
+    def leave(self, member: Member) -> None: ...
+
+    def publish(self, room_id: str, sender_id: str, text: str) -> Envelope: ...
+
+    def close(self) -> None: ...
+
+
+class Hub:
+    """In-process rooms for one server."""
+
+    def __init__(self, encode: Encoder, limits: QueueLimits) -> None:
+        self._encode = encode
+        self._limits = limits
+        self._rooms: dict[str, _Room] = {}
+        self._ids = itertools.count(1)
+        self._closed = False
+        self._changed = asyncio.Event()
+
+    # -- membership ---------------------------------------------------------
+
+    def join(self, room_id: str, user_id: str, name: str = "") -> Member:
+        """Add a member to ``room_id``, creating the room if it does not exist."""
+        if self._closed:
+            raise HubClosed
+        room = self._rooms.get(room_id)
+        if room is None:
+            room = self._rooms[room_id] = _Room(room_id)
+        mailbox = Mailbox(self._limits.max_messages, self._limits.max_bytes)
+        member = Member(next(self._ids), room_id, user_id, name, mailbox)
+        room.members[member.member_id] = member
+        log.debug("%s joined room %r (%d members)", user_id, room_id, len(room.members))
+        self._notify()
+        return member
+
+    def leave(self, member: Member) -> None:
+        """Remove ``member``; the room goes with its last member. Idempotent."""
+        room = self._rooms.get(member.room_id)
+        if room is None or room.members.pop(member.member_id, None) is None:
+            return
+        log.debug("%s left room %r (%d members)", member.user_id, member.room_id, len(room.members))
+        if not room.members:
+            del self._rooms[member.room_id]
+            log.debug("room %r deleted", member.room_id)
+        self._notify()
+
+    # -- messages -------------------------------------------------------------
+
+    def publish(self, room_id: str, sender_id: str, text: str) -> Envelope:
+        """Number, time and queue a message for every member of ``room_id``.
+
+        Never waits for a member: one whose mailbox is full is evicted.
+        """
+        if self._closed:
+            raise HubClosed
+        room = self._rooms.get(room_id)
+        if room is None:
+            raise RoomNotFound(room_id)
+        room.last_seq += 1
+        envelope = Envelope(room_id, sender_id, text, room.last_seq, time.time_ns())
+        payload = self._encode(envelope)
+        overflowed = [m for m in room.members.values() if not m.mailbox.put(payload)]
+        for member in overflowed:
+            self._evict(member)
+        return envelope
+
+    def _evict(self, member: Member) -> None:
+        limits = self._limits
+        member.mailbox.close(
+            CloseReason.EVICTED,
+            f"disconnected: too slow to read room {member.room_id!r} "
+            f"(more than {limits.max_messages} messages or {limits.max_bytes} bytes "
+            "waiting); reconnect to rejoin",
+        )
+        log.info("evicted %r: its queue overflowed", member)
+        self.leave(member)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Refuse new joins and messages, and end every member's stream."""
+        self._closed = True
+        for room in list(self._rooms.values()):
+            for member in list(room.members.values()):
+                member.mailbox.close(CloseReason.SHUTDOWN, "server shutting down")
+
+    # -- observation ----------------------------------------------------------
+
+    @property
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    @property
+    def member_count(self) -> int:
+        return sum(len(room.members) for room in self._rooms.values())
+
+    def has_room(self, room_id: str) -> bool:
+        return room_id in self._rooms
+
+    def members(self, room_id: str) -> Iterator[Member]:
+        room = self._rooms.get(room_id)
+        return iter(()) if room is None else iter(list(room.members.values()))
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until ``predicate()`` holds, re-checking after each join or leave."""
+        while not predicate():
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        # Wake everyone waiting on the current event, then arm a fresh one.
+        self._changed.set()
+        self._changed = asyncio.Event()

@@ -1,0 +1,151 @@
+"""The hello.ChatRoom gRPC service: validation, status codes, hub calls.
+
+Requests arrive as raw bytes and are parsed here, so a malformed request is
+answered with INVALID_ARGUMENT rather than gRPC's generic deserialisation
+error. Deliveries leave as the bytes the hub queued: the stream handlers use a
+pass-through serializer, so no message is serialised once per member.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as ProtoMessage
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hello_protocol import hello_pb2 as pb
+from hello_protocol.wire import SERVICE_NAME, frame_batch
+from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
+from hello_server.mailbox import CloseReason, MailboxClosed
+from hello_server.validation import InputLimits, InvalidInput, check_id, check_name, check_text
+
+log = logging.getLogger(__name__)
+
+Context = grpc.aio.ServicerContext[bytes, bytes]
+_M = TypeVar("_M", bound=ProtoMessage)
+
+# A Join stream writes at most this many queued messages before it lets the
+# event loop run other work; a Subscribe batch carries at most this many.
+MAX_BATCH = 512
+
+_CLOSE_STATUS = {
+    CloseReason.EVICTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    CloseReason.SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def encode_message(envelope: Envelope) -> bytes:
+    """Serialise an accepted message as the ``hello.Message`` every member gets."""
+    seconds, nanos = divmod(envelope.timestamp_ns, 1_000_000_000)
+    return pb.Message(
+        id=envelope.sender_id,
+        roomID=envelope.room_id,
+        message=envelope.text,
+        timestamp=Timestamp(seconds=seconds, nanos=nanos),
+        seq=envelope.seq,
+    ).SerializeToString()
+
+
+class ChatRoomService:
+    """Maps the ChatRoom RPCs onto a `RoomHub`."""
+
+    def __init__(self, hub: RoomHub, limits: InputLimits) -> None:
+        self._hub = hub
+        self._limits = limits
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
+        """The handler to register on a grpc.aio server."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE_NAME,
+            {
+                "Join": grpc.unary_stream_rpc_method_handler(self.join),
+                "Subscribe": grpc.unary_stream_rpc_method_handler(self.subscribe),
+                "SendMessage": grpc.unary_unary_rpc_method_handler(
+                    self.send_message, response_serializer=pb.Exit.SerializeToString
+                ),
+            },
+        )
+
+    # -- RPCs -----------------------------------------------------------------
+
+    async def join(self, raw: bytes, context: Context) -> None:
+        """Stream each of the room's messages as one ``hello.Message``."""
+        member = await self._enter(raw, context)
+        try:
+            await context.send_initial_metadata(())  # the join acknowledgement
+            mailbox = member.mailbox
+            while True:
+                for payload in await mailbox.take(MAX_BATCH):
+                    await context.write(payload)
+        except MailboxClosed as closed:
+            await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
+        finally:
+            self._hub.leave(member)
+
+    async def subscribe(self, raw: bytes, context: Context) -> None:
+        """Stream the room's messages as ``hello.MessageBatch``es.
+
+        Whatever queued up while the previous write was in flight goes out in
+        one batch: a reader that keeps up gets each message at once, alone.
+        """
+        member = await self._enter(raw, context)
+        try:
+            await context.send_initial_metadata(())  # the join acknowledgement
+            mailbox = member.mailbox
+            while True:
+                await context.write(frame_batch(await mailbox.take(MAX_BATCH)))
+        except MailboxClosed as closed:
+            await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
+        finally:
+            self._hub.leave(member)
+
+    async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
+        """Deliver a message to every member of an existing room."""
+        request = await self._parse(pb.Message, raw, context)
+        try:
+            check_id("room id", request.roomID, self._limits)
+            check_id("sender id", request.id, self._limits)
+            check_text(request.message, self._limits)
+            envelope = self._hub.publish(request.roomID, request.id, request.message)
+        except InvalidInput as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except RoomNotFound as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except HubClosed as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        return pb.Exit(success=True, seq=envelope.seq)
+
+    # -- helpers --------------------------------------------------------------
+
+    async def _enter(self, raw: bytes, context: Context) -> Member:
+        """Validate a JoinRequest and register the caller as a member."""
+        request = await self._parse(pb.JoinRequest, raw, context)
+        try:
+            check_id("room id", request.roomID, self._limits)
+            check_id("user id", request.user.id, self._limits)
+            check_name(request.user.name, self._limits)
+            member = self._hub.join(request.roomID, request.user.id, request.user.name)
+        except InvalidInput as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except HubClosed as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        # The stream's task is cancelled when the call ends, which runs the
+        # handler's ``finally``; the callback also covers a call that ends
+        # before the handler resumes. ``leave`` is idempotent.
+        # grpc-stubs types the callback as its own DoneCallback class; any
+        # callable taking the context is what grpc.aio actually accepts.
+        context.add_done_callback(lambda _: self._hub.leave(member))  # type: ignore[arg-type]
+        return member
+
+    @staticmethod
+    async def _parse(kind: type[_M], raw: bytes, context: Context) -> _M:
+        try:
+            return kind.FromString(raw)
+        except DecodeError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {kind.DESCRIPTOR.full_name}",
+            )

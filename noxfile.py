@@ -1,0 +1,61 @@
+"""Developer sessions: nox -s tests | lint | typecheck | protos | bench."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+PROTO_SOURCE = "protos/hello.proto"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite, as README.md runs it."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.17")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the packages."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+
+
+@nox.session
+def protos(session: nox.Session) -> None:
+    """Regenerate hello_protocol/hello_pb2*.py(i) from protos/hello.proto.
+
+    The include path maps protos/ to the package name, so the generated code
+    imports itself as ``hello_protocol.hello_pb2`` and nothing generic is
+    installed at the top level. tests/test_protocol_drift.py fails when the
+    committed files differ from a fresh generation.
+    """
+    session.install("grpcio-tools==1.85.1")
+    session.run(
+        "python",
+        "-m",
+        "grpc_tools.protoc",
+        "-Ihello_protocol=protos",
+        "--python_out=.",
+        "--pyi_out=.",
+        "--grpc_python_out=.",
+        PROTO_SOURCE,
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark: hello-bench with any arguments after --."""
+    session.install("-e", ".")
+    session.run("hello-bench", *session.posargs)
