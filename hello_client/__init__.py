@@ -1,1 +1,22 @@
-"""hello_client: the hello-chat library and command."""
+"""hello_client: the async library behind hello-chat, for scripts and bots.
+
+async with ChatClient("127.0.0.1:8080") as client:
+    async with await client.join("lobby", "bot") as room:
+        await client.send("lobby", "bot", "hello")
+        async for message in room:
+            print(message.sender, message.text)
+"""
+
+from hello_client.client import ChatClient, ChatMessage, Subscription
+from hello_client.errors import Evicted, HelloError, InvalidInput, RoomNotFound, ServerUnavailable
+
+__all__ = [
+    "ChatClient",
+    "ChatMessage",
+    "Evicted",
+    "HelloError",
+    "InvalidInput",
+    "RoomNotFound",
+    "ServerUnavailable",
+    "Subscription",
+]

@@ -27,9 +27,7 @@ async def server(server_config: ServerConfig) -> AsyncIterator[ChatServer]:
 
 @pytest.fixture
 async def channel(server: ChatServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(
-        server.address, options=CLIENT_KEEPALIVE_OPTIONS
-    ) as chan:
+    async with grpc.aio.insecure_channel(server.address, options=CLIENT_KEEPALIVE_OPTIONS) as chan:
         yield chan
 
 

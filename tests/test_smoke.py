@@ -9,7 +9,8 @@ from tests.conftest import joined
 async def test_send_reaches_member(server: ChatServer, stub: hello_pb2_grpc.ChatRoomStub) -> None:
     call = await joined(stub, "r", "alice")
     reply = await stub.SendMessage(pb.Message(id="bob", roomID="r", message="hi"))
-    assert reply.success and reply.seq == 1
+    assert reply.success
+    assert reply.seq == 1
     msg = await call.read()
     assert (msg.id, msg.roomID, msg.message, msg.seq) == ("bob", "r", "hi", 1)
     call.cancel()

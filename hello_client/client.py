@@ -1,0 +1,209 @@
+"""ChatClient: the async hello library that hello-chat, scripts and bots use.
+
+``join`` prefers the batched ``Subscribe`` RPC and falls back to the original
+``Join`` when the server answers UNIMPLEMENTED, so it works against servers
+that only speak the original protocol. Either way the subscription is handed
+out only after the server acknowledged the join (the response headers).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from hello_client.errors import HelloError, ServerUnavailable, from_rpc_error
+from hello_protocol import hello_pb2 as pb
+from hello_protocol.wire import (
+    CLIENT_KEEPALIVE_OPTIONS,
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_TEXT_BYTES,
+    ENVELOPE_ALLOWANCE_BYTES,
+    JOIN_METHOD,
+    SEND_METHOD,
+    SUBSCRIBE_METHOD,
+)
+
+# grpc-stubs does not declare the end-of-stream marker that read() returns.
+_EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """A message as delivered by the server."""
+
+    sender: str
+    room: str
+    text: str
+    timestamp: datetime
+    seq: int
+
+    @classmethod
+    def from_proto(cls, message: pb.Message) -> ChatMessage:
+        return cls(
+            sender=message.id,
+            room=message.roomID,
+            text=message.message,
+            timestamp=message.timestamp.ToDatetime(tzinfo=UTC),
+            seq=message.seq,
+        )
+
+
+class Subscription:
+    """A joined room: iterate it for messages; close it (or exit) to leave."""
+
+    def __init__(
+        self,
+        call: grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
+        | grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch],
+        *,
+        batched: bool,
+        target: str,
+        room: str,
+        user: str,
+    ) -> None:
+        self._call = call
+        self._batched = batched
+        self._target = target
+        self._pending: deque[pb.Message] = deque()
+        self.room = room
+        self.user = user
+
+    @property
+    def batched(self) -> bool:
+        """True when the server speaks Subscribe, False on the original Join."""
+        return self._batched
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChatMessage:
+        while not self._pending:
+            try:
+                item = await self._call.read()
+            except grpc.aio.AioRpcError as error:
+                raise from_rpc_error(error, self._target) from None
+            if item is _EOF:
+                raise StopAsyncIteration
+            if isinstance(item, pb.MessageBatch):
+                self._pending.extend(item.messages)
+            else:
+                assert isinstance(item, pb.Message)
+                self._pending.append(item)
+        return ChatMessage.from_proto(self._pending.popleft())
+
+    async def close(self) -> None:
+        """Leave the room: the server removes the member when the call ends."""
+        self._call.cancel()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class ChatClient:
+    """One channel to a hello server. Use as ``async with ChatClient(...)``."""
+
+    def __init__(
+        self, target: str = DEFAULT_ADDRESS, *, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+    ) -> None:
+        self.target = target
+        size = max_text_bytes + ENVELOPE_ALLOWANCE_BYTES
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", size),
+                *CLIENT_KEEPALIVE_OPTIONS,
+            ],
+        )
+        # Typed multicallables rather than the untyped generated stub.
+        self._join = self._channel.unary_stream(
+            JOIN_METHOD,
+            request_serializer=pb.JoinRequest.SerializeToString,
+            response_deserializer=pb.Message.FromString,
+        )
+        self._subscribe = self._channel.unary_stream(
+            SUBSCRIBE_METHOD,
+            request_serializer=pb.JoinRequest.SerializeToString,
+            response_deserializer=pb.MessageBatch.FromString,
+        )
+        self._send = self._channel.unary_unary(
+            SEND_METHOD,
+            request_serializer=pb.Message.SerializeToString,
+            response_deserializer=pb.Exit.FromString,
+        )
+        self._subscribe_unimplemented = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def join(self, room: str, user: str, name: str = "") -> Subscription:
+        """Join ``room`` as ``user``; return once the server acknowledged it."""
+        request = pb.JoinRequest(roomID=room, user=pb.User(id=user, name=name))
+        if not self._subscribe_unimplemented:
+            try:
+                return await self._open(self._subscribe(request), True, room, user)
+            except _Unimplemented:
+                self._subscribe_unimplemented = True
+        return await self._open(self._join(request), False, room, user)
+
+    async def send(self, room: str, user: str, text: str) -> int:
+        """Send ``text`` to ``room`` as ``user``; return the message's sequence number."""
+        try:
+            reply: pb.Exit = await self._send(pb.Message(id=user, roomID=room, message=text))
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, self.target) from None
+        if not reply.success:
+            raise HelloError(reply.message or "the server did not accept the message")
+        return reply.seq
+
+    async def _open(
+        self,
+        call: grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
+        | grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch],
+        batched: bool,
+        room: str,
+        user: str,
+    ) -> Subscription:
+        try:
+            await call.initial_metadata()
+            # A refusal arrives as headers and status together ("trailers
+            # only"); a real acknowledgement leaves the call running.
+            if call.done():
+                await call.read()  # raises the call's error
+                raise ServerUnavailable(f"server {self.target} ended the join at once")
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED and batched:
+                raise _Unimplemented from None
+            raise from_rpc_error(error, self.target) from None
+        except BaseException:
+            call.cancel()
+            raise
+        return Subscription(call, batched=batched, target=self.target, room=room, user=user)
+
+
+class _Unimplemented(Exception):
+    """The server has no Subscribe RPC: use Join."""

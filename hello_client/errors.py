@@ -1,0 +1,44 @@
+"""The few failures a hello client can meet, each with a clear message."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class HelloError(Exception):
+    """Base class: something the server or the network refused."""
+
+
+class RoomNotFound(HelloError):
+    """The room does not exist: nobody is in it."""
+
+
+class InvalidInput(HelloError):
+    """The server (or the client, checking early) rejected an id or a text."""
+
+
+class ServerUnavailable(HelloError):
+    """The server cannot be reached, or is shutting down."""
+
+
+class Evicted(HelloError):
+    """The server disconnected this member for reading too slowly."""
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> HelloError:
+    """Map a failed call to the exception a caller can act on."""
+    code = error.code()
+    detail = error.details() or code.name.lower()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return RoomNotFound(detail)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidInput(detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if "larger than max" in detail:
+            return InvalidInput(f"message too large for the server: {detail}")
+        return Evicted(detail)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if detail == "server shutting down":
+            return ServerUnavailable(f"server {target} is shutting down")
+        return ServerUnavailable(f"cannot reach server {target}: {detail}")
+    return HelloError(f"server {target} failed the call: {code.name}: {detail}")
