@@ -116,8 +116,13 @@ class ChatClient:
     """One channel to a hello server. Use as ``async with ChatClient(...)``."""
 
     def __init__(
-        self, target: str = DEFAULT_ADDRESS, *, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES
+        self,
+        target: str = DEFAULT_ADDRESS,
+        *,
+        max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+        batched: bool = True,
     ) -> None:
+        """``batched=False`` always uses the original Join RPC (one message per read)."""
         self.target = target
         size = max_text_bytes + ENVELOPE_ALLOWANCE_BYTES
         self._channel = grpc.aio.insecure_channel(
@@ -144,7 +149,7 @@ class ChatClient:
             request_serializer=pb.Message.SerializeToString,
             response_deserializer=pb.Exit.FromString,
         )
-        self._subscribe_unimplemented = False
+        self._subscribe_unimplemented = not batched
 
     async def __aenter__(self) -> Self:
         return self
