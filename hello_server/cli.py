@@ -16,6 +16,7 @@ import typer
 
 from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES, DEFAULT_PORT
 from hello_server.config import (
+    DEFAULT_LINGER_SECONDS,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
     LOG_LEVELS,
@@ -67,6 +68,13 @@ def serve(
             envvar="HELLO_QUEUE_BYTES", help="Bytes a member may have waiting before eviction."
         ),
     ] = DEFAULT_QUEUE_BYTES,
+    batch_linger_ms: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_BATCH_LINGER_MS",
+            help="How long a busy Subscribe stream gathers messages per batch.",
+        ),
+    ] = DEFAULT_LINGER_SECONDS * 1000,
     grace: Annotated[
         float,
         typer.Option(envvar="HELLO_GRACE", help="Seconds to drain on SIGINT/SIGTERM."),
@@ -83,6 +91,7 @@ def serve(
             limits=InputLimits(max_id_chars=max_id_chars, max_text_bytes=max_message_bytes),
             queue=QueueLimits(max_messages=queue_size, max_bytes=queue_bytes),
             grace_seconds=grace,
+            batch_linger_seconds=batch_linger_ms / 1000,
             log_level=log_level.lower(),
         )
     except (ConfigError, ValueError) as error:

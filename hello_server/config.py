@@ -11,6 +11,11 @@ from hello_server.validation import InputLimits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+# Busy Subscribe streams gather for this long per batch: long enough to cut
+# the number of writes (each costs far more than its bytes), short enough to
+# keep latency low. Quiet streams never wait (see ChatRoomService.subscribe).
+DEFAULT_LINGER_SECONDS = 0.005
+
 # A member may fall this far behind before it is evicted. Measured on a busy
 # 2-core machine (docs/benchmarks.md): healthy readers stay far below both.
 DEFAULT_QUEUE_MESSAGES = 4096
@@ -33,6 +38,8 @@ class ServerConfig:
     )
     grace_seconds: float = 5.0
     log_level: str = "info"
+    # How long a busy Subscribe stream gathers messages into one batch.
+    batch_linger_seconds: float = DEFAULT_LINGER_SECONDS
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -46,6 +53,8 @@ class ServerConfig:
                 f"queue byte bound ({self.queue.max_bytes}) must hold at least one "
                 f"maximum-size message ({self.limits.max_text_bytes} bytes)"
             )
+        if not 0 <= self.batch_linger_seconds <= 1:
+            raise ConfigError("batch linger must be between 0 and 1000 ms")
         if self.grace_seconds < 0:
             raise ConfigError("grace period must not be negative")
         if self.log_level not in LOG_LEVELS:

@@ -94,7 +94,12 @@ class Mailbox:
             raise self._closed
 
     def take_nowait(self, limit: int) -> list[bytes]:
-        """Remove and return up to ``limit`` queued messages, oldest first."""
+        """Remove and return up to ``limit`` queued messages, oldest first.
+
+        Raises `MailboxClosed` once closed, so a reader never sends an empty batch.
+        """
+        if self._closed is not None:
+            raise self._closed
         items = self._items
         count = min(limit, len(items))
         if count == len(items):

@@ -65,7 +65,7 @@ class ChatServer:
                 *SERVER_KEEPALIVE_OPTIONS,
             ]
         )
-        service = ChatRoomService(self.hub, self.config.limits)
+        service = ChatRoomService(self.hub, self.config.limits, self.config.batch_linger_seconds)
         server.add_generic_rpc_handlers((service.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
