@@ -1,0 +1,304 @@
+"""Hub: rooms, membership, ordering and fan-out, tested without gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from hello_server.hub import Envelope, Hub, HubClosed, Member, QueueLimits, RoomNotFound
+from hello_server.mailbox import CloseReason, MailboxClosed
+from tests.conftest import within
+
+
+class RecordingEncoder:
+    """An `Encoder` that remembers every envelope and every bytes object it returned."""
+
+    def __init__(self, padding: int = 0) -> None:
+        self.envelopes: list[Envelope] = []
+        self.payloads: list[bytes] = []
+        self._padding = padding
+
+    def __call__(self, envelope: Envelope) -> bytes:
+        self.envelopes.append(envelope)
+        # A fresh object per call, never an interned constant, so `is` means "the same encode".
+        payload = b"%d:%s:" % (envelope.seq, envelope.text.encode()) + b"." * self._padding
+        self.payloads.append(payload)
+        return payload
+
+
+ROOMY = QueueLimits(max_messages=1000, max_bytes=1 << 20)
+
+
+@pytest.fixture
+def encoder() -> RecordingEncoder:
+    return RecordingEncoder()
+
+
+@pytest.fixture
+def hub(encoder: RecordingEncoder) -> Hub:
+    return Hub(encoder, ROOMY)
+
+
+def queued(member: Member) -> list[bytes]:
+    """Everything waiting in a member's mailbox, removed from it."""
+    return member.mailbox.take_nowait(1 << 30)
+
+
+def close_cause(member: Member) -> MailboxClosed:
+    """Why the member's mailbox was closed: what its reader's next take() raises."""
+    assert member.mailbox.closed
+    with pytest.raises(MailboxClosed) as closed:
+        member.mailbox.wait().send(None)  # a closed mailbox raises before suspending
+    return closed.value
+
+
+def assert_evicted(member: Member) -> MailboxClosed:
+    """The member's mailbox was closed by eviction; return the close cause."""
+    cause = close_cause(member)
+    assert cause.reason is CloseReason.EVICTED
+    return cause
+
+
+class TestMembership:
+    def test_join_creates_the_room_and_registers_the_member(self, hub: Hub) -> None:
+        """The first join creates the room; each join is a member with its user, name and room."""
+        assert not hub.has_room("lobby")
+        member = hub.join("lobby", "alice", "Alice")
+        assert hub.has_room("lobby")
+        assert (member.room_id, member.user_id, member.name) == ("lobby", "alice", "Alice")
+        assert list(hub.members("lobby")) == [member]
+        assert (hub.room_count, hub.member_count) == (1, 1)
+
+    def test_same_user_may_join_several_times_as_distinct_members(self, hub: Hub) -> None:
+        """Each join of the same user is its own member; one leaving keeps the others."""
+        phone = hub.join("lobby", "alice")
+        laptop = hub.join("lobby", "alice")
+        assert phone.member_id != laptop.member_id
+        assert hub.member_count == 2
+        hub.leave(phone)
+        assert list(hub.members("lobby")) == [laptop]
+
+    def test_leave_is_idempotent(self, hub: Hub) -> None:
+        """Leaving twice is harmless and does not disturb other members."""
+        alice = hub.join("lobby", "alice")
+        bob = hub.join("lobby", "bob")
+        hub.leave(alice)
+        hub.leave(alice)
+        assert list(hub.members("lobby")) == [bob]
+        assert hub.member_count == 1
+
+    def test_last_leave_deletes_the_room(self, hub: Hub) -> None:
+        """The room exists while it has members and goes with the last one."""
+        alice = hub.join("lobby", "alice")
+        bob = hub.join("lobby", "bob")
+        hub.leave(alice)
+        assert hub.has_room("lobby")
+        hub.leave(bob)
+        assert not hub.has_room("lobby")
+        assert (hub.room_count, hub.member_count) == (0, 0)
+        assert list(hub.members("lobby")) == []
+
+    def test_stale_leave_does_not_touch_a_recreated_room(self, hub: Hub) -> None:
+        """A late leave of an old member does not remove a new member of a room with the same id."""
+        old = hub.join("lobby", "alice")
+        hub.leave(old)
+        new = hub.join("lobby", "alice")
+        hub.leave(old)
+        assert list(hub.members("lobby")) == [new]
+
+    def test_rooms_are_independent(self, hub: Hub) -> None:
+        """Members of one room do not receive another room's messages."""
+        alice = hub.join("a", "alice")
+        bob = hub.join("b", "bob")
+        hub.publish("a", "alice", "for a")
+        assert len(queued(alice)) == 1
+        assert queued(bob) == []
+
+
+class TestPublish:
+    def test_publish_to_a_missing_room_raises_room_not_found(self, hub: Hub) -> None:
+        """Publishing where nobody joined raises RoomNotFound naming the room."""
+        with pytest.raises(RoomNotFound, match="'nowhere' does not exist") as missing:
+            hub.publish("nowhere", "alice", "hello?")
+        assert missing.value.room_id == "nowhere"
+
+    def test_publish_to_a_deleted_room_raises_room_not_found(self, hub: Hub) -> None:
+        """Once the last member left, the room is gone for publishers too."""
+        hub.leave(hub.join("lobby", "alice"))
+        with pytest.raises(RoomNotFound):
+            hub.publish("lobby", "alice", "anyone?")
+
+    def test_envelope_carries_room_sender_text_seq_and_server_time(self, hub: Hub) -> None:
+        """The returned envelope carries the room, sender, text, seq and the current time."""
+        hub.join("lobby", "alice")
+        before = time.time_ns()
+        envelope = hub.publish("lobby", "bob", "hi")
+        after = time.time_ns()
+        assert (envelope.room_id, envelope.sender_id, envelope.text) == ("lobby", "bob", "hi")
+        assert envelope.seq == 1
+        assert before <= envelope.timestamp_ns <= after
+
+    def test_seq_starts_at_one_per_room_and_restarts_for_a_recreated_room(self, hub: Hub) -> None:
+        """Each new room numbers from 1; a room deleted and created again starts over."""
+        alice = hub.join("a", "alice")
+        hub.join("b", "bob")
+        assert [hub.publish("a", "x", str(i)).seq for i in range(3)] == [1, 2, 3]
+        assert hub.publish("b", "x", "first in b").seq == 1
+        hub.leave(alice)
+        hub.join("a", "carol")
+        assert hub.publish("a", "x", "again").seq == 1
+
+    def test_one_encode_per_publish_and_the_same_bytes_for_every_member(
+        self, hub: Hub, encoder: RecordingEncoder
+    ) -> None:
+        """Each publish encodes once and queues that very bytes object for every member."""
+        members = [hub.join("lobby", f"user{i}") for i in range(5)]
+        hub.join("elsewhere", "zed")
+        hub.publish("lobby", "user0", "one")
+        hub.publish("lobby", "user1", "two")
+        assert len(encoder.payloads) == 2
+        for member in members:
+            got = queued(member)
+            assert len(got) == 2
+            assert all(a is b for a, b in zip(got, encoder.payloads, strict=True))
+
+    def test_every_member_gets_every_message_in_publish_order(
+        self, hub: Hub, encoder: RecordingEncoder
+    ) -> None:
+        """All members see the same sequence of payloads, in the order they were published."""
+        members = [hub.join("lobby", f"user{i}") for i in range(3)]
+        for i in range(20):
+            hub.publish("lobby", f"user{i % 3}", f"text {i}")
+        assert [e.seq for e in encoder.envelopes] == list(range(1, 21))
+        for member in members:
+            assert queued(member) == encoder.payloads
+
+    def test_a_member_joining_later_gets_only_later_messages(self, hub: Hub) -> None:
+        """Membership starts at join: nothing published before it is delivered."""
+        alice = hub.join("lobby", "alice")
+        hub.publish("lobby", "alice", "before")
+        bob = hub.join("lobby", "bob")
+        hub.publish("lobby", "alice", "after")
+        assert len(queued(alice)) == 2
+        assert [p.split(b":")[1] for p in queued(bob)] == [b"after"]
+
+
+class TestEviction:
+    def test_overflow_by_count_evicts_only_that_member(self, encoder: RecordingEncoder) -> None:
+        """A member with max_messages waiting is evicted on the next publish; readers go on."""
+        hub = Hub(encoder, QueueLimits(max_messages=3, max_bytes=1 << 20))
+        slow = hub.join("lobby", "slow")
+        fast = hub.join("lobby", "fast")
+        received: list[bytes] = []
+        for i in range(3):
+            hub.publish("lobby", "fast", str(i))
+            received += queued(fast)
+        assert not slow.mailbox.closed
+        hub.publish("lobby", "fast", "overflow")  # the 4th message for slow
+        received += queued(fast)
+        closed = assert_evicted(slow)
+        assert "too slow" in closed.detail
+        assert list(hub.members("lobby")) == [fast]
+        assert not fast.mailbox.closed
+        assert received == encoder.payloads
+        hub.publish("lobby", "fast", "still works")
+        assert queued(fast) == [encoder.payloads[-1]]
+
+    def test_overflow_by_bytes_evicts_only_that_member(self) -> None:
+        """A member whose queued bytes would pass max_bytes is evicted, though under the count."""
+        encoder = RecordingEncoder(padding=400)
+        hub = Hub(encoder, QueueLimits(max_messages=1000, max_bytes=1000))
+        slow = hub.join("lobby", "slow")
+        fast = hub.join("lobby", "fast")
+        hub.publish("lobby", "fast", "a")
+        hub.publish("lobby", "fast", "b")  # ~810 bytes queued for slow
+        assert not slow.mailbox.closed
+        assert len(queued(fast)) == 2
+        hub.publish("lobby", "fast", "c")  # would pass 1000 bytes for slow
+        assert_evicted(slow)
+        assert list(hub.members("lobby")) == [fast]
+        assert queued(fast) == [encoder.payloads[-1]]
+
+    def test_evicting_the_last_member_deletes_the_room(self, encoder: RecordingEncoder) -> None:
+        """If the evicted member was the room's only member, the room is deleted."""
+        hub = Hub(encoder, QueueLimits(max_messages=1, max_bytes=1 << 20))
+        only = hub.join("lobby", "alone")
+        envelope = hub.publish("lobby", "alone", "1")
+        assert envelope.seq == 1
+        hub.publish("lobby", "alone", "2")  # returns: eviction is not an error for the sender
+        assert_evicted(only)
+        assert not hub.has_room("lobby")
+        assert (hub.room_count, hub.member_count) == (0, 0)
+
+    def test_eviction_message_says_the_member_was_too_slow(self, encoder: RecordingEncoder) -> None:
+        """The close detail tells a person what happened and what to do."""
+        hub = Hub(encoder, QueueLimits(max_messages=1, max_bytes=1 << 20))
+        slow = hub.join("lobby", "slow")
+        hub.join("lobby", "other")
+        hub.publish("lobby", "other", "1")
+        hub.publish("lobby", "other", "2")
+        detail = assert_evicted(slow).detail
+        assert "too slow" in detail
+        assert "'lobby'" in detail
+        assert "reconnect" in detail
+
+
+class TestClose:
+    def test_close_ends_every_mailbox_with_shutdown(self, hub: Hub) -> None:
+        """close() closes every member's mailbox in every room with SHUTDOWN."""
+        members = [hub.join(room, user) for room in ("a", "b") for user in ("x", "y")]
+        hub.publish("a", "x", "queued, then dropped")
+        hub.close()
+        for member in members:
+            cause = close_cause(member)
+            assert cause.reason is CloseReason.SHUTDOWN
+            assert cause.detail == "server shutting down"
+
+    def test_closed_hub_refuses_joins_and_publishes(self, hub: Hub) -> None:
+        """After close(), join and publish raise HubClosed, even for an existing room."""
+        member = hub.join("lobby", "alice")
+        hub.close()
+        with pytest.raises(HubClosed, match="server shutting down"):
+            hub.join("lobby", "bob")
+        with pytest.raises(HubClosed):
+            hub.join("new room", "bob")
+        with pytest.raises(HubClosed):
+            hub.publish("lobby", "alice", "hello")
+        hub.leave(member)  # streams ending during the drain still leave cleanly
+        assert hub.member_count == 0
+
+
+class TestWaitUntil:
+    async def test_returns_at_once_when_the_predicate_already_holds(self, hub: Hub) -> None:
+        """wait_until does not wait for a change if the condition is already true."""
+        await within(hub.wait_until(lambda: hub.room_count == 0))
+
+    async def test_wakes_on_join_and_leave(self, hub: Hub) -> None:
+        """wait_until re-checks after each join and leave, and returns once the predicate holds."""
+        loop = asyncio.get_running_loop()
+        loop.call_soon(hub.join, "lobby", "alice")
+        await within(hub.wait_until(lambda: hub.has_room("lobby")))
+        member = next(hub.members("lobby"))
+        loop.call_soon(hub.leave, member)
+        await within(hub.wait_until(lambda: not hub.has_room("lobby")))
+
+    async def test_keeps_waiting_through_changes_that_do_not_satisfy_it(self, hub: Hub) -> None:
+        """Several waiters each wake only when their own condition holds."""
+        two = asyncio.create_task(hub.wait_until(lambda: hub.member_count >= 2))
+        three = asyncio.create_task(hub.wait_until(lambda: hub.member_count >= 3))
+        hub.join("lobby", "a")
+        hub.join("lobby", "b")
+        await within(two)
+        assert not three.done()
+        hub.join("lobby", "c")
+        await within(three)
+
+    async def test_wakes_on_eviction(self, encoder: RecordingEncoder) -> None:
+        """An eviction is a leave: waiters on membership see it."""
+        hub = Hub(encoder, QueueLimits(max_messages=1, max_bytes=1 << 20))
+        hub.join("lobby", "slow")
+        asyncio.get_running_loop().call_soon(hub.publish, "lobby", "x", "1")
+        asyncio.get_running_loop().call_soon(hub.publish, "lobby", "x", "2")
+        await within(hub.wait_until(lambda: hub.member_count == 0))
