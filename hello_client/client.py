@@ -165,6 +165,11 @@ class ChatClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying channel, for RPCs the client does not wrap."""
+        return self._channel
+
     async def join(self, room: str, user: str, name: str = "") -> Subscription:
         """Join ``room`` as ``user``; return once the server acknowledged it."""
         request = pb.JoinRequest(roomID=room, user=pb.User(id=user, name=name))

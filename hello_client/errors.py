@@ -27,8 +27,12 @@ class Evicted(HelloError):
 
 def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> HelloError:
     """Map a failed call to the exception a caller can act on."""
-    code = error.code()
-    detail = error.details() or code.name.lower()
+    return from_status(error.code(), error.details() or "", target)
+
+
+def from_status(code: grpc.StatusCode, detail: str, target: str) -> HelloError:
+    """Map a gRPC status (of a call, or of one message on SendStream) to an exception."""
+    detail = detail or code.name.lower()
     if code == grpc.StatusCode.NOT_FOUND:
         return RoomNotFound(detail)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -40,5 +44,24 @@ def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> HelloError:
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         if detail == "server shutting down":
             return ServerUnavailable(f"server {target} is shutting down")
-        return ServerUnavailable(f"cannot reach server {target}: {detail}")
+        return ServerUnavailable(f"cannot reach server {target}: {_unreachable_reason(detail)}")
     return HelloError(f"server {target} failed the call: {code.name}: {detail}")
+
+
+# gRPC's connection errors are long and name internals; the usual causes, in
+# the words a person would use. Anything else is passed through as it is.
+_UNREACHABLE_REASONS = (
+    ("Connection refused", "connection refused (is hello-server running there?)"),
+    ("Domain name not found", "unknown host"),
+    ("DNS resolution failed", "unknown host"),
+    ("Connection reset", "the connection was reset"),
+    ("Socket closed", "the connection was closed"),
+    ("Deadline Exceeded", "timed out"),
+)
+
+
+def _unreachable_reason(detail: str) -> str:
+    for marker, reason in _UNREACHABLE_REASONS:
+        if marker.lower() in detail.lower():
+            return reason
+    return detail

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahello_protocol/hello.proto\x12\x05hello\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"r\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06roomID\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"8\n\x0bJoinRequest\x12\x0e\n\x06roomID\x18\x01 \x01(\t\x12\x19\n\x04user\x18\x02 \x01(\x0b\x32\x0b.hello.User\"5\n\x04\x45xit\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\"0\n\x0cMessageBatch\x12 \n\x08messages\x18\x01 \x03(\x0b\x32\x0e.hello.Message2\xa2\x01\n\x08\x43hatRoom\x12.\n\x04Join\x12\x12.hello.JoinRequest\x1a\x0e.hello.Message\"\x00\x30\x01\x12,\n\x0bSendMessage\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00\x12\x38\n\tSubscribe\x12\x12.hello.JoinRequest\x1a\x13.hello.MessageBatch\"\x00\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahello_protocol/hello.proto\x12\x05hello\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"r\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06roomID\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"8\n\x0bJoinRequest\x12\x0e\n\x06roomID\x18\x01 \x01(\t\x12\x19\n\x04user\x18\x02 \x01(\x0b\x32\x0b.hello.User\"C\n\x04\x45xit\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\"0\n\x0cMessageBatch\x12 \n\x08messages\x18\x01 \x03(\x0b\x32\x0e.hello.Message2\xd3\x01\n\x08\x43hatRoom\x12.\n\x04Join\x12\x12.hello.JoinRequest\x1a\x0e.hello.Message\"\x00\x30\x01\x12,\n\x0bSendMessage\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00\x12\x38\n\tSubscribe\x12\x12.hello.JoinRequest\x1a\x13.hello.MessageBatch\"\x00\x30\x01\x12/\n\nSendStream\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,9 +39,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINREQUEST']._serialized_start=220
   _globals['_JOINREQUEST']._serialized_end=276
   _globals['_EXIT']._serialized_start=278
-  _globals['_EXIT']._serialized_end=331
-  _globals['_MESSAGEBATCH']._serialized_start=333
-  _globals['_MESSAGEBATCH']._serialized_end=381
-  _globals['_CHATROOM']._serialized_start=384
-  _globals['_CHATROOM']._serialized_end=546
+  _globals['_EXIT']._serialized_end=345
+  _globals['_MESSAGEBATCH']._serialized_start=347
+  _globals['_MESSAGEBATCH']._serialized_end=395
+  _globals['_CHATROOM']._serialized_start=398
+  _globals['_CHATROOM']._serialized_end=609
 # @@protoc_insertion_point(module_scope)

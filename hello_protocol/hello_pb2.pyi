@@ -40,14 +40,16 @@ class JoinRequest(_message.Message):
     def __init__(self, roomID: _Optional[str] = ..., user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
 
 class Exit(_message.Message):
-    __slots__ = ("success", "message", "seq")
+    __slots__ = ("success", "message", "seq", "code")
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
     success: bool
     message: str
     seq: int
-    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...
+    code: int
+    def __init__(self, success: _Optional[bool] = ..., message: _Optional[str] = ..., seq: _Optional[int] = ..., code: _Optional[int] = ...) -> None: ...
 
 class MessageBatch(_message.Message):
     __slots__ = ("messages",)

@@ -49,6 +49,11 @@ class ChatRoomStub:
                 request_serializer=hello__protocol_dot_hello__pb2.JoinRequest.SerializeToString,
                 response_deserializer=hello__protocol_dot_hello__pb2.MessageBatch.FromString,
                 _registered_method=True)
+        self.SendStream = channel.stream_stream(
+                '/hello.ChatRoom/SendStream',
+                request_serializer=hello__protocol_dot_hello__pb2.Message.SerializeToString,
+                response_deserializer=hello__protocol_dot_hello__pb2.Exit.FromString,
+                _registered_method=True)
 
 
 class ChatRoomServicer:
@@ -80,6 +85,17 @@ class ChatRoomServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendStream(self, request_iterator, context):
+        """Added after the original schema.
+        SendMessage for high-rate senders (bots, bridges): one stream, many
+        messages. Every message gets exactly one Exit, in order: success with its
+        seq, or failure with a status code and reason; a refused message does not
+        end the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatRoomServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +113,11 @@ def add_ChatRoomServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=hello__protocol_dot_hello__pb2.JoinRequest.FromString,
                     response_serializer=hello__protocol_dot_hello__pb2.MessageBatch.SerializeToString,
+            ),
+            'SendStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.SendStream,
+                    request_deserializer=hello__protocol_dot_hello__pb2.Message.FromString,
+                    response_serializer=hello__protocol_dot_hello__pb2.Exit.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -180,6 +201,33 @@ class ChatRoom:
             '/hello.ChatRoom/Subscribe',
             hello__protocol_dot_hello__pb2.JoinRequest.SerializeToString,
             hello__protocol_dot_hello__pb2.MessageBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hello.ChatRoom/SendStream',
+            hello__protocol_dot_hello__pb2.Message.SerializeToString,
+            hello__protocol_dot_hello__pb2.Exit.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import grpc
@@ -68,6 +69,7 @@ class ChatRoomService:
                 "SendMessage": grpc.unary_unary_rpc_method_handler(
                     self.send_message, response_serializer=pb.Exit.SerializeToString
                 ),
+                "SendStream": grpc.stream_stream_rpc_method_handler(self.send_stream),
             },
         )
 
@@ -117,19 +119,22 @@ class ChatRoomService:
 
     async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
         """Deliver a message to every member of an existing room."""
-        request = await self._parse(pb.Message, raw, context)
         try:
-            check_id("room id", request.roomID, self._limits)
-            check_id("sender id", request.id, self._limits)
-            check_text(request.message, self._limits)
-            envelope = self._hub.publish(request.roomID, request.id, request.message)
-        except InvalidInput as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except RoomNotFound as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        except HubClosed as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            envelope = self._accept(raw)
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.detail)
         return pb.Exit(success=True, seq=envelope.seq)
+
+    async def send_stream(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        """Accept a stream of messages, answering each with one Exit, in order."""
+        async for raw in requests:
+            try:
+                envelope = self._accept(raw)
+            except Refusal as refusal:
+                reply = pb.Exit(success=False, message=refusal.detail, code=refusal.code.value[0])
+            else:
+                reply = pb.Exit(success=True, seq=envelope.seq)
+            await context.write(reply.SerializeToString())
 
     # -- helpers --------------------------------------------------------------
 
@@ -153,12 +158,39 @@ class ChatRoomService:
         context.add_done_callback(lambda _: self._hub.leave(member))  # type: ignore[arg-type]
         return member
 
+    def _accept(self, raw: bytes) -> Envelope:
+        """Validate a serialised Message and publish it; raise `Refusal` if refused."""
+        try:
+            request = pb.Message.FromString(raw)
+            check_id("room id", request.roomID, self._limits)
+            check_id("sender id", request.id, self._limits)
+            check_text(request.message, self._limits)
+            return self._hub.publish(request.roomID, request.id, request.message)
+        except DecodeError:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, _not_valid(pb.Message)) from None
+        except InvalidInput as error:
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        except RoomNotFound as error:
+            raise Refusal(grpc.StatusCode.NOT_FOUND, str(error)) from None
+        except HubClosed as error:
+            raise Refusal(grpc.StatusCode.UNAVAILABLE, str(error)) from None
+
     @staticmethod
     async def _parse(kind: type[_M], raw: bytes, context: Context) -> _M:
         try:
             return kind.FromString(raw)
         except DecodeError:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid {kind.DESCRIPTOR.full_name}",
-            )
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _not_valid(kind))
+
+
+class Refusal(Exception):
+    """A request the service turns down with a gRPC status and a reason."""
+
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _not_valid(kind: type[ProtoMessage]) -> str:
+    return f"the request is not a valid {kind.DESCRIPTOR.full_name}"
