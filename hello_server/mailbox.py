@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections import deque
 
 
 class CloseReason(enum.Enum):
@@ -40,7 +39,9 @@ class Mailbox:
     __slots__ = ("_bytes", "_closed", "_items", "_max_bytes", "_max_items", "_waiter")
 
     def __init__(self, max_items: int, max_bytes: int) -> None:
-        self._items: deque[bytes] = deque()
+        # A plain list: an idle member's empty list costs 56 bytes where an
+        # empty deque costs 600, and readers take whole batches, never one.
+        self._items: list[bytes] = []
         self._bytes = 0
         self._max_items = max_items
         self._max_bytes = max_bytes
@@ -100,14 +101,12 @@ class Mailbox:
         """
         if self._closed is not None:
             raise self._closed
-        items = self._items
-        count = min(limit, len(items))
-        if count == len(items):
-            batch = list(items)
-            items.clear()
+        batch = self._items
+        if len(batch) <= limit:
+            self._items = []
             self._bytes = 0
             return batch
-        batch = [items.popleft() for _ in range(count)]
+        batch, self._items = batch[:limit], batch[limit:]
         self._bytes -= sum(map(len, batch))
         return batch
 
