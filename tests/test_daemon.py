@@ -1,0 +1,462 @@
+"""hello-server as operators run it: a real child process, its options, logs and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hello_protocol import hello_pb2 as pb
+from hello_protocol import hello_pb2_grpc
+from hello_protocol.wire import CLIENT_KEEPALIVE_OPTIONS, SERVICE_NAME
+from tests.procs import ServerProcess, run_server_command, server_process
+
+# Every wait in these tests is bounded by this; nothing here should take long.
+TIMEOUT = 10.0
+SHUTDOWN_DETAILS = "server shutting down"
+
+Channel = grpc.aio.Channel
+
+
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[ServerProcess]:
+    """One default daemon for the tests that do not stop or reconfigure it."""
+    with server_process() as server:
+        server.follow_log()
+        yield server
+
+
+@pytest.fixture
+async def shared_channel(shared_daemon: ServerProcess) -> AsyncIterator[Channel]:
+    async with grpc.aio.insecure_channel(
+        shared_daemon.address, options=CLIENT_KEEPALIVE_OPTIONS
+    ) as channel:
+        yield channel
+
+
+def open_channel(server: ServerProcess) -> Channel:
+    return grpc.aio.insecure_channel(server.address, options=CLIENT_KEEPALIVE_OPTIONS)
+
+
+async def joined(
+    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
+) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
+    """A Join stream whose acknowledgement (the response headers) has arrived."""
+    call = stub.Join(pb.JoinRequest(roomID=room, user=pb.User(id=user)))
+    await asyncio.wait_for(call.initial_metadata(), TIMEOUT)
+    return call
+
+
+async def subscribed(
+    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
+) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]:
+    """A Subscribe stream whose acknowledgement has arrived."""
+    call = stub.Subscribe(pb.JoinRequest(roomID=room, user=pb.User(id=user)))
+    await asyncio.wait_for(call.initial_metadata(), TIMEOUT)
+    return call
+
+
+async def final_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str]:
+    """Wait (bounded) for a call to end and return its status code and details."""
+    code = await asyncio.wait_for(call.code(), TIMEOUT)
+    return code, await call.details()
+
+
+async def count_until_end(call: grpc.aio.UnaryStreamCall[Any, Any]) -> int:
+    """Read a stream to its end, whatever its status, and return how many messages it carried."""
+    received = 0
+    async with asyncio.timeout(TIMEOUT):
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            async for _ in call:
+                received += 1
+    return received
+
+
+def assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+class TestStartup:
+    """The ready line and the first requests against a freshly started daemon."""
+
+    def test_ready_line_shows_the_real_port(self, shared_daemon: ServerProcess) -> None:
+        """With --port 0 the ready line names 127.0.0.1 and the port the kernel picked."""
+        host, port = shared_daemon.address.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert 0 < int(port) <= 65535
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT):
+            pass
+
+    async def test_join_and_send_round_trip(self, shared_channel: Channel) -> None:
+        """A member joined on the child receives a message sent to its room, server-stamped."""
+        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        call = await joined(stub, "round-trip", "alice")
+        before = time.time_ns()
+        reply = await stub.SendMessage(
+            pb.Message(id="bob", roomID="round-trip", message="hi alice"), timeout=TIMEOUT
+        )
+        after = time.time_ns()
+        assert reply.success
+        assert reply.seq == 1
+        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        assert (message.id, message.roomID, message.message, message.seq) == (
+            "bob",
+            "round-trip",
+            "hi alice",
+            1,
+        )
+        assert before <= message.timestamp.ToNanoseconds() <= after
+        call.cancel()
+
+
+class TestEnvironment:
+    """Every option can be set with HELLO_<NAME>."""
+
+    async def test_max_message_bytes(self) -> None:
+        """HELLO_MAX_MESSAGE_BYTES=10 accepts a 10-byte text and refuses an 11-byte one."""
+        with server_process(env={"HELLO_MAX_MESSAGE_BYTES": "10"}) as server:
+            async with open_channel(server) as channel:
+                stub = hello_pb2_grpc.ChatRoomStub(channel)
+                call = await joined(stub, "env", "alice")
+                ok = await stub.SendMessage(
+                    pb.Message(id="alice", roomID="env", message="x" * 10), timeout=TIMEOUT
+                )
+                assert ok.success
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.SendMessage(
+                        pb.Message(id="alice", roomID="env", message="x" * 11), timeout=TIMEOUT
+                    )
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "11 bytes" in (refused.value.details() or "")
+                assert "10 bytes" in (refused.value.details() or "")
+                call.cancel()
+
+    async def test_queue_size(self) -> None:
+        """HELLO_QUEUE_SIZE=2 evicts a member that does not read once 3 messages wait for it."""
+        with server_process(env={"HELLO_QUEUE_SIZE": "2"}) as server:
+            server.follow_log()
+            async with open_channel(server) as slow_channel, open_channel(server) as channel:
+                slow = await joined(hello_pb2_grpc.ChatRoomStub(slow_channel), "q", "slow")
+                stub = hello_pb2_grpc.ChatRoomStub(channel)
+                # The slow member never reads: once gRPC flow control stops its
+                # writes (a few MB), its mailbox fills and the third message
+                # waiting in it evicts the member.
+                text = "x" * 60_000
+                sent = 0
+                while sent < 500 and not any("evicted" in line for line in server.log):
+                    await stub.SendMessage(
+                        pb.Message(id="fast", roomID="q", message=text), timeout=TIMEOUT
+                    )
+                    sent += 1
+                await server.await_log(r"evicted Member\(\d+, room='q', user='slow'\)")
+                received = await count_until_end(slow)
+                code, details = await final_status(slow)
+                assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "more than 2 messages" in details
+                assert received < sent
+
+    async def test_debug_log_level_logs_joins_and_leaves(self) -> None:
+        """HELLO_LOG_LEVEL=debug logs a join, the leave on cancel, and the room's deletion."""
+        with server_process(env={"HELLO_LOG_LEVEL": "debug"}) as server:
+            server.follow_log()
+            async with open_channel(server) as channel:
+                call = await joined(hello_pb2_grpc.ChatRoomStub(channel), "lobby", "alice")
+                await server.await_log(r"alice joined room 'lobby' \(1 members\)")
+                call.cancel()
+                await server.await_log(r"alice left room 'lobby' \(0 members\)")
+                await server.await_log(r"room 'lobby' deleted")
+
+    async def test_info_level_logs_no_line_per_message(self) -> None:
+        """At the default info level, joining, sending and delivering messages log nothing."""
+        count = 20
+        with server_process() as server:
+            async with open_channel(server) as channel:
+                stub = hello_pb2_grpc.ChatRoomStub(channel)
+                call = await joined(stub, "quiet-room", "quiet-user")
+                for index in range(count):
+                    await stub.SendMessage(
+                        pb.Message(id="quiet-user", roomID="quiet-room", message=f"text {index}"),
+                        timeout=TIMEOUT,
+                    )
+                for _ in range(count):
+                    await asyncio.wait_for(call.read(), TIMEOUT)
+                call.cancel()
+            server.signal(signal.SIGTERM)
+            assert await server.await_exit(TIMEOUT) == 0
+            log = server.rest_of_log()
+        lines = log.splitlines()
+        assert len(lines) < count, log
+        for word in ("quiet-room", "quiet-user", "text "):
+            assert word not in log
+
+
+class TestBadOptions:
+    """A setting the daemon cannot use stops it with exit code 2 and one line saying why."""
+
+    @pytest.mark.parametrize(
+        ("args", "env", "reason"),
+        [
+            (["--port", "70000"], {}, "port 70000 is not in 0..65535"),
+            ([], {"HELLO_PORT": "70000"}, "port 70000 is not in 0..65535"),
+            (["--port", "0", "--log-level", "nope"], {}, "log level must be one of"),
+            (["--port", "0"], {"HELLO_LOG_LEVEL": "nope"}, "log level must be one of"),
+            (["--port", "0", "--queue-bytes", "1000"], {}, "queue byte bound (1000)"),
+            (["--port", "0", "--queue-size", "0"], {}, "queue size must be at least 1"),
+            (["--port", "0", "--grace", "-1"], {}, "grace period must not be negative"),
+            (
+                ["--port", "0", "--max-message-bytes", "0"],
+                {},
+                "message size limit must be at least 1 byte",
+            ),
+            (["--port", "0", "--max-id-chars", "0"], {}, "id length limit must be at least 1"),
+        ],
+        ids=[
+            "port",
+            "HELLO_PORT",
+            "log-level",
+            "HELLO_LOG_LEVEL",
+            "queue-bytes",
+            "queue-size",
+            "grace",
+            "max-message-bytes",
+            "max-id-chars",
+        ],
+    )
+    def test_out_of_range_value(self, args: list[str], env: dict[str, str], reason: str) -> None:
+        """An out-of-range option or HELLO_ variable exits 2 with one 'hello-server: error:'."""
+        result = run_server_command(args, env, timeout=TIMEOUT)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("hello-server: error: ")
+        assert reason in lines[0]
+        assert result.stdout == ""
+
+    def test_value_of_the_wrong_type(self) -> None:
+        """A port that is not a number exits 2 with the usage error naming --port, no traceback."""
+        result = run_server_command(["--port", "abc"], timeout=TIMEOUT)
+        assert result.returncode == 2, result.stderr
+        assert "--port" in result.stderr
+        assert_no_traceback(result.stderr)
+
+
+class TestPortInUse:
+    """A port that another socket listens on is a startup failure, not a crash."""
+
+    def test_exits_3_with_one_line(self) -> None:
+        """Exit code 3 and exactly one 'hello-server: error:' line naming the address."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            result = run_server_command(
+                ["--host", "127.0.0.1", "--port", str(port)], timeout=TIMEOUT
+            )
+        assert result.returncode == 3, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith("hello-server: error:")
+        assert f"127.0.0.1:{port}" in lines[0]
+        assert_no_traceback(result.stderr)
+
+
+class TestHealthAndReflection:
+    """The standard services that grpcurl and orchestrators use."""
+
+    @pytest.mark.parametrize("service", ["", SERVICE_NAME])
+    async def test_health_check_serving(self, shared_channel: Channel, service: str) -> None:
+        """grpc.health.v1.Health/Check reports SERVING for the server and for hello.ChatRoom."""
+        health = health_pb2_grpc.HealthStub(shared_channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    async def test_reflection_lists_services(self, shared_channel: Channel) -> None:
+        """Reflection's list_services names hello.ChatRoom and grpc.health.v1.Health."""
+        reply = await self._reflect(
+            shared_channel, reflection_pb2.ServerReflectionRequest(list_services="")
+        )
+        names = {service.name for service in reply.list_services_response.service}
+        assert {"hello.ChatRoom", "grpc.health.v1.Health"} <= names
+
+    async def test_reflection_describes_chat_room(self, shared_channel: Channel) -> None:
+        """file_containing_symbol 'hello.ChatRoom' returns the descriptor with its RPCs."""
+        reply = await self._reflect(
+            shared_channel,
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="hello.ChatRoom"),
+        )
+        assert reply.WhichOneof("message_response") == "file_descriptor_response"
+        files = [
+            FileDescriptorProto.FromString(raw)
+            for raw in reply.file_descriptor_response.file_descriptor_proto
+        ]
+        hello = next(f for f in files if f.package == "hello")
+        (service,) = [s for s in hello.service if s.name == "ChatRoom"]
+        assert {"Join", "SendMessage", "Subscribe"} <= {m.name for m in service.method}
+
+    @staticmethod
+    async def _reflect(
+        channel: Channel, request: reflection_pb2.ServerReflectionRequest
+    ) -> reflection_pb2.ServerReflectionResponse:
+        call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            timeout=TIMEOUT
+        )
+        await call.write(request)
+        await call.done_writing()
+        reply = await asyncio.wait_for(call.read(), TIMEOUT)
+        assert isinstance(reply, reflection_pb2.ServerReflectionResponse)
+        return reply
+
+
+class TestMessageSize:
+    """The gRPC receive limit guards the daemon without harming it."""
+
+    async def test_one_mebibyte_request_is_refused(self, shared_channel: Channel) -> None:
+        """A 1 MiB text is refused with RESOURCE_EXHAUSTED and the next request works."""
+        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        call = await joined(stub, "big", "alice")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SendMessage(
+                pb.Message(id="alice", roomID="big", message="x" * (1 << 20)), timeout=TIMEOUT
+            )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        reply = await stub.SendMessage(
+            pb.Message(id="alice", roomID="big", message="still here"), timeout=TIMEOUT
+        )
+        assert reply.success
+        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        assert message.message == "still here"
+        call.cancel()
+
+    async def test_largest_allowed_text_fits_the_receive_limit(
+        self, shared_channel: Channel
+    ) -> None:
+        """A text of exactly --max-message-bytes (64 KiB) passes the gRPC limit and is delivered."""
+        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        call = await joined(stub, "largest", "alice")
+        text = "é" * (65536 // 2)
+        reply = await stub.SendMessage(
+            pb.Message(id="a" * 128, roomID="largest", message=text), timeout=TIMEOUT
+        )
+        assert reply.success
+        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        assert message.message == text
+        call.cancel()
+
+
+class TestShutdown:
+    """The first SIGINT or SIGTERM drains; a second one stops at once."""
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+    async def test_signal_ends_every_stream_and_exits_0(self, signum: signal.Signals) -> None:
+        """Join and Subscribe streams in two rooms end UNAVAILABLE; the daemon exits 0 at once."""
+        grace = 30.0
+        with server_process(["--grace", str(grace)]) as server:
+            server.follow_log()
+            async with open_channel(server) as one, open_channel(server) as two:
+                stub_one = hello_pb2_grpc.ChatRoomStub(one)
+                stub_two = hello_pb2_grpc.ChatRoomStub(two)
+                streams: list[grpc.aio.Call] = [
+                    await joined(stub_one, "red", "alice"),
+                    await joined(stub_two, "red", "bob"),
+                    await joined(stub_two, "red", "bob"),  # a second device
+                    await joined(stub_one, "blue", "carol"),
+                    await subscribed(stub_two, "blue", "dave"),
+                ]
+                started = time.monotonic()
+                server.signal(signum)
+                statuses = await asyncio.gather(*(final_status(call) for call in streams))
+                code = await server.await_exit(TIMEOUT)
+                elapsed = time.monotonic() - started
+            log = server.rest_of_log()
+        assert statuses == [(grpc.StatusCode.UNAVAILABLE, SHUTDOWN_DETAILS)] * len(streams)
+        assert code == 0, log
+        assert elapsed < grace / 3, f"took {elapsed:.1f}s of a {grace}s grace period"
+        assert f"{signum.name}: draining" in log
+        assert "hello-server stopped" in log
+        assert_no_traceback(log)
+
+    async def test_second_signal_cuts_the_drain_short(self) -> None:
+        """A second signal while a Health/Watch call holds the drain open stops with exit 1."""
+        grace = 60.0
+        with server_process(["--grace", str(grace)]) as server:
+            server.follow_log()
+            async with open_channel(server) as channel:
+                # Join and Subscribe streams end as soon as the drain starts, and
+                # SendMessage is refused at once; a Health/Watch stream is the
+                # one call that stays open until the grace period runs out.
+                watch = health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service="")
+                )
+                first = await asyncio.wait_for(watch.read(), TIMEOUT)
+                assert first.status == health_pb2.HealthCheckResponse.SERVING
+                member = await joined(hello_pb2_grpc.ChatRoomStub(channel), "room", "alice")
+
+                server.signal(signal.SIGTERM)
+                draining = await asyncio.wait_for(watch.read(), TIMEOUT)
+                assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                assert await final_status(member) == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    SHUTDOWN_DETAILS,
+                )
+                assert server.process.poll() is None, "the drain ended early"
+
+                started = time.monotonic()
+                server.signal(signal.SIGINT)
+                code = await server.await_exit(TIMEOUT)
+                elapsed = time.monotonic() - started
+                watch_code, _ = await final_status(watch)
+            log = server.rest_of_log()
+        assert code == 1, log
+        assert elapsed < TIMEOUT
+        assert watch_code != grpc.StatusCode.OK
+        assert "SIGTERM: draining" in log
+        assert "second signal: stopping now" in log
+        assert_no_traceback(log)
+
+    async def test_drain_is_bounded_by_the_grace_period(self) -> None:
+        """A call that never ends (Health/Watch) is cut off when --grace runs out; exit 0."""
+        grace = 1.0
+        with server_process(["--grace", str(grace)]) as server:
+            async with open_channel(server) as channel:
+                watch = health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service="")
+                )
+                await asyncio.wait_for(watch.read(), TIMEOUT)
+                started = time.monotonic()
+                server.signal(signal.SIGTERM)
+                draining = await asyncio.wait_for(watch.read(), TIMEOUT)
+                assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                code = await server.await_exit(TIMEOUT)
+                elapsed = time.monotonic() - started
+                watch_code, _ = await final_status(watch)
+            log = server.rest_of_log()
+        assert code == 0, log
+        assert grace * 0.9 <= elapsed < grace + 5.0
+        assert watch_code == grpc.StatusCode.UNAVAILABLE
+        assert "hello-server stopped" in log
+        assert_no_traceback(log)
+
+    async def test_two_quick_sigints_exit_promptly(self) -> None:
+        """Two SIGINTs back to back (impatient Ctrl-C) exit promptly with 0 or 1, no traceback."""
+        with server_process(["--grace", "30"]) as server:
+            server.follow_log()
+            async with open_channel(server) as channel:
+                member = await joined(hello_pb2_grpc.ChatRoomStub(channel), "room", "alice")
+                server.signal(signal.SIGINT)
+                server.signal(signal.SIGINT)
+                code = await server.await_exit(TIMEOUT)
+                member_code, _ = await final_status(member)
+            log = server.rest_of_log()
+        assert code in (0, 1), log
+        assert member_code == grpc.StatusCode.UNAVAILABLE
+        assert_no_traceback(log)
