@@ -1,0 +1,159 @@
+"""The hello-bench command: pick scenarios, run them, print and save the results.
+
+Each selected scenario is run against hello-server with plain Join, the
+baseline server, hello-server with Subscribe, and hello-server with Subscribe
+readers and StreamSender (SendStream) senders, in that order, each for a short
+fixed window; ``--rounds`` repeats the whole sequence (odd rounds in
+reverse order) so slow drifts in machine load hit every server alike.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hello_bench import report
+from hello_bench.runner import IdleRecord, Settings, run_fanout, run_idle
+from hello_bench.scenarios import SCENARIOS, TARGETS, FanoutScenario, Target
+
+EXIT_FAILED_RUN = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+def _summary(record: report.Record) -> str:
+    if isinstance(record, IdleRecord):
+        return (
+            f"{record.streams:,} streams, {record.rss_per_stream_kb:.1f} KB/stream, "
+            f"idle p50 {record.unloaded.p50_ms:.2f} ms"
+        )
+    return (
+        f"{record.deliveries_per_s:,.0f} deliveries/s, p99 {record.latency.p99_ms:.1f} ms, "
+        f"lost {record.lost}, dup {record.duplicated}, server CPU {record.server_cpu_pct:.0f}%, "
+        f"load CPU {record.load_cpu_pct:.0f}%"
+    )
+
+
+def _plan(names: list[str], rounds: int) -> list[tuple[int, str, Target, bool]]:
+    """(round, scenario, target, stalled) for every run, in running order."""
+    plan = []
+    for round_ in range(rounds):
+        targets = TARGETS if round_ % 2 == 0 else TARGETS[::-1]
+        for name in names:
+            scenario = SCENARIOS[name]
+            for target in targets:
+                if not isinstance(scenario, FanoutScenario):
+                    if not target.stream_send:  # idle streams send nothing to speak of
+                        plan.append((round_, name, target, False))
+                elif scenario.stalled:
+                    plan += [(round_, name, target, False), (round_, name, target, True)]
+                else:
+                    plan.append((round_, name, target, False))
+    return plan
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # unwinds through every child's cleanup
+
+
+@app.command(
+    epilog="Examples:  hello-bench  |  hello-bench fanout bigroom --duration 3  |  "
+    "hello-bench idle --idle-streams 20000"
+)
+def bench(
+    scenarios: Annotated[
+        list[str] | None,
+        typer.Argument(help=f"Scenarios to run (default all): {', '.join(SCENARIOS)}."),
+    ] = None,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of sending per fan-out run.", min=0.5, max=120)
+    ] = 5.0,
+    rounds: Annotated[int, typer.Option(help="Repeat everything this often.", min=1, max=10)] = 1,
+    window: Annotated[
+        int,
+        typer.Option(
+            help="Messages a room may run ahead of its readers before senders wait.", min=1
+        ),
+    ] = 256,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for stragglers after sending.", min=1, max=120)
+    ] = 15.0,
+    idle_streams: Annotated[
+        int, typer.Option(help="Idle streams the idle scenario holds.", min=10, max=50_000)
+    ] = 2000,
+    json_out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
+        "bench-results.json"
+    ),
+    markdown: Annotated[
+        bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
+    ] = False,
+) -> None:
+    """Benchmark hello-server against a minimal grpc.aio baseline, on loopback."""
+    names = scenarios or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        typer.echo(f"hello-bench: unknown scenario {', '.join(unknown)}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    settings = Settings(
+        duration=duration, window=window, drain_timeout=drain_timeout, idle_streams=idle_streams
+    )
+    signal.signal(signal.SIGTERM, _terminate)
+    progress = Console(stderr=True, highlight=False, soft_wrap=True)
+    info = report.machine()
+    records: list[report.Record] = []
+    errors: list[str] = []
+    started = time.monotonic()
+    plan = _plan(names, rounds)
+    try:
+        for i, (round_, name, target, stalled) in enumerate(plan, 1):
+            label = f"[{i}/{len(plan)}] {name}{' (stalled)' if stalled else ''} / {target.label}"
+            scenario = SCENARIOS[name]
+            try:
+                record: report.Record = (
+                    run_fanout(scenario, target, settings, round_, stalled=stalled)
+                    if isinstance(scenario, FanoutScenario)
+                    else run_idle(scenario, target, settings, round_)
+                )
+            except (RuntimeError, TimeoutError, OSError) as error:
+                errors.append(f"{label}: {error}")
+                progress.print(f"{label}: FAILED: {error}")
+                continue
+            records.append(record)
+            progress.print(f"{label}: {_summary(record)}")
+    except KeyboardInterrupt:
+        progress.print("interrupted: every child process has been stopped")
+        errors.append("interrupted")
+    finally:
+        info["load_average_after"] = report.machine()["load_average"]
+        info["seconds"] = round(time.monotonic() - started, 1)
+        report.write_json(
+            json_out, records, command=sys.argv, settings=settings, errors=errors, info=info
+        )
+    if markdown:
+        sys.stdout.write(report.markdown(records))
+    else:
+        width = None if sys.stdout.isatty() else max(shutil.get_terminal_size().columns, 200)
+        report.print_tables(records, Console(width=width))
+    progress.print(f"results: {json_out} ({info['seconds']} s)")
+    if "interrupted" in errors:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if errors:
+        raise typer.Exit(EXIT_FAILED_RUN)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,413 @@
+"""The load generator: a child process that drives the server through `ChatClient`.
+
+One child process per run and one event loop in it: it holds every reader and
+every sender of the run, leaving the machine's other core to the server. The
+parent (`hello_bench.runner`) steers it over a multiprocessing pipe; each step
+waits for the previous one, and every wait is bounded by the parent:
+
+    fanout:  parent ("start", address)  child ("ready", None)   readers joined
+             parent ("go", (t0, t1))    child ("result", FanoutOutcome)
+    idle:    parent ("start", address)  child ("ready", Latency)   unloaded probe
+             parent ("hold", None)      child ("held", seconds)    N streams joined
+             parent ("check", None)     child ("result", IdleOutcome)
+
+A failure is sent as ("error", traceback text). A text is "<counter> <time.time_ns()
+at send> " padded to its size: the reader measures latency at receipt and counts
+every counter. Each room has exactly one sender, so (room, counter) identifies a
+message, and after the send phase every reader must hold every accepted counter
+exactly once (lost and duplicated are counted per reader).
+
+Senders keep ``in_flight`` SendMessage calls going per room, but never let a room
+get more than ``window`` messages ahead of what its healthy readers have read
+on average: SendMessage returns once a message is queued, so without this a
+server whose delivery is slower than its accepting would queue until it evicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import traceback
+from array import array
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import TypeVar, cast
+
+from hello_client import ChatClient
+from hello_client.client import Subscription
+from hello_client.errors import HelloError
+from hello_client.sender import StreamSender
+
+JOIN_CONCURRENCY = 200  # joins in progress at once while setting up
+CLIENTS_PER_IDLE_POOL = 64  # idle streams share these channels (and one connection)
+PROBE_TIMEOUT = 5.0
+# Between idle probe messages: well past any coalescing linger (hello's is 5 ms),
+# so each probe message finds its stream idle.
+PROBE_GAP = 0.025
+DRAIN_POLL = 0.02  # seconds between checks that every reader has everything
+
+_T = TypeVar("_T")
+SendFunction = Callable[[str, str, str], Awaitable[int]]  # (room, user, text) -> seq
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of a set of samples, in milliseconds."""
+
+    count: int = 0
+    p50_ms: float = math.nan
+    p99_ms: float = math.nan
+    max_ms: float = math.nan
+
+    @classmethod
+    def of(cls, samples_ns: Sequence[int]) -> Latency:
+        if not samples_ns:
+            return cls()
+        ordered = sorted(samples_ns)
+
+        def rank(q: float) -> float:  # nearest-rank percentile
+            return ordered[max(0, math.ceil(q * len(ordered)) - 1)] / 1e6
+
+        return cls(len(ordered), rank(0.50), rank(0.99), ordered[-1] / 1e6)
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutLoad:
+    """What one fan-out run's child does."""
+
+    batched: bool
+    stream_send: bool
+    rooms: int
+    readers: int  # healthy readers per room
+    stalled: int  # readers per room that never read
+    in_flight: int
+    text_bytes: int
+    window: int
+    drain_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutOutcome:
+    deliveries_in_window: int  # received between t0 and t1
+    deliveries: int  # received in all, drain included
+    sends: int  # accepted SendMessage calls
+    send_errors: int
+    latency: Latency  # send to receipt, every delivery
+    send_rpc: Latency  # SendMessage call time: a blocked sender shows here
+    lost: int
+    duplicated: int
+    evicted: int  # healthy readers whose stream ended early
+    window_waits: int  # times a sender waited for readers to catch up
+    drain_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleLoad:
+    """What one idle run's child does."""
+
+    batched: bool
+    streams: int
+    room_size: int
+    probes: int
+
+
+@dataclass(frozen=True, slots=True)
+class IdleOutcome:
+    unloaded: Latency  # 2-member room, before the idle streams
+    loaded: Latency  # the same while every idle stream is held
+    join_seconds: float
+    streams: int
+    delivered: int  # idle streams that received their room's check message
+
+
+Load = FanoutLoad | IdleLoad
+
+
+def child_main(conn: Connection, load: Load) -> None:
+    """The child process's entry point."""
+    try:
+        asyncio.run(_fanout(conn, load) if isinstance(load, FanoutLoad) else _idle(conn, load))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+
+
+async def _receive(conn: Connection, kind: str) -> object:
+    message_kind, payload = await asyncio.to_thread(conn.recv)
+    if message_kind != kind:
+        raise RuntimeError(f"expected {kind!r} from the parent, got {message_kind!r}")
+    return payload
+
+
+# -- fan-out -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Room:
+    name: str
+    healthy: int
+    issued: int = 0  # counters handed out; the next message's counter
+    failed: list[int] = field(default_factory=list)
+    read: int = 0  # deliveries to healthy readers
+    waiters: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    window_waits: int = 0
+
+    def backlog(self) -> int:
+        """Messages issued but not yet read, on average over the healthy readers."""
+        return self.issued - self.read // self.healthy
+
+
+@dataclass(slots=True)
+class _Reader:
+    room: _Room
+    subscription: Subscription
+    counts: bytearray = field(default_factory=bytearray)  # deliveries per counter
+    received: int = 0
+    in_window: int = 0
+    ended: bool = False
+
+
+async def _read(reader: _Reader, t1_ns: int, window: int, latencies: array[int]) -> None:
+    """Count every delivery: the hot loop of the load generator."""
+    room = reader.room
+    counts = reader.counts
+    record = latencies.append
+    clock = time.time_ns
+    try:
+        async for message in reader.subscription:
+            now = clock()
+            counter_text, sent_text, _ = message.text.split(" ", 2)
+            record(now - int(sent_text))
+            counter = int(counter_text)
+            if counter >= len(counts):
+                counts.extend(bytes(counter + 1024 - len(counts)))
+            seen = counts[counter]
+            if seen < 255:
+                counts[counter] = seen + 1
+            reader.received += 1
+            if now < t1_ns:
+                reader.in_window += 1
+            room.read += 1
+            if room.waiters and room.backlog() < window:
+                room.wake.set()
+    except HelloError:
+        reader.ended = True  # evicted, or the server went away
+
+
+async def _send(
+    send: SendFunction, room: _Room, load: FanoutLoad, t1_ns: int, rpc_ns: array[int]
+) -> None:
+    """One of a room's ``in_flight`` send loops; stops at t1."""
+    while True:
+        while room.backlog() >= load.window:
+            remaining = (t1_ns - time.time_ns()) / 1e9
+            if remaining <= 0:
+                return
+            room.waiters += 1
+            room.window_waits += 1
+            room.wake.clear()
+            try:
+                await asyncio.wait_for(room.wake.wait(), remaining)
+            except TimeoutError:
+                return
+            finally:
+                room.waiters -= 1
+        start = time.time_ns()
+        if start >= t1_ns:
+            return
+        counter = room.issued
+        room.issued += 1
+        text = f"{counter} {start} ".ljust(load.text_bytes, "x")
+        try:
+            await send(room.name, "sender", text)
+        except HelloError:
+            room.failed.append(counter)
+            continue
+        rpc_ns.append(time.time_ns() - start)
+
+
+async def _fanout(conn: Connection, load: FanoutLoad) -> None:
+    address = str(await _receive(conn, "start"))
+    async with AsyncExitStack() as stack:
+        joins = asyncio.Semaphore(JOIN_CONCURRENCY)
+
+        async def join(room: str, user: str) -> Subscription:
+            client = ChatClient(address, batched=load.batched)
+            stack.push_async_callback(client.close)
+            async with joins:
+                subscription = await client.join(room, user)
+            stack.push_async_callback(subscription.close)
+            return subscription
+
+        rooms = [_Room(f"room-{r}", load.readers) for r in range(load.rooms)]
+        readers = await asyncio.gather(
+            *(
+                _wrap_reader(room, join(room.name, f"reader-{i}"))
+                for room in rooms
+                for i in range(load.readers)
+            )
+        )
+        # Stalled readers join and never read: their streams back up in the server.
+        await asyncio.gather(
+            *(join(room.name, f"stalled-{i}") for room in rooms for i in range(load.stalled))
+        )
+        senders: list[SendFunction] = []
+        for _ in rooms:
+            client = ChatClient(address, batched=load.batched)
+            stack.push_async_callback(client.close)
+            if load.stream_send:
+                sender = StreamSender.of(client)
+                stack.push_async_callback(sender.close)
+                senders.append(sender.send)
+            else:
+                senders.append(client.send)
+        conn.send(("ready", None))
+
+        t0, t1 = cast(tuple[float, float], await _receive(conn, "go"))
+        t1_ns = int(t1 * 1e9)
+        latencies: array[int] = array("q")
+        rpc_ns: array[int] = array("q")
+        reading = [
+            asyncio.create_task(_read(reader, t1_ns, load.window, latencies)) for reader in readers
+        ]
+        await asyncio.sleep(max(0.0, t0 - time.time()))
+        await asyncio.gather(
+            *(
+                _send(send, room, load, t1_ns, rpc_ns)
+                for room, send in zip(rooms, senders, strict=True)
+                for _ in range(load.in_flight)
+            )
+        )
+        drain_start = time.monotonic()
+        for _ in range(math.ceil(load.drain_timeout / DRAIN_POLL)):
+            if all(r.ended or r.received >= r.room.issued - len(r.room.failed) for r in readers):
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        drain_seconds = time.monotonic() - drain_start
+        for task in reading:
+            task.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
+
+    lost = duplicated = 0
+    for reader in readers:
+        room = reader.room
+        counts = reader.counts[: room.issued].ljust(room.issued, b"\0")
+        missing_failed = sum(1 for c in room.failed if counts[c] == 0)
+        lost += counts.count(0) - missing_failed
+        duplicated += sum(counts) - (room.issued - counts.count(0))
+    conn.send(
+        (
+            "result",
+            FanoutOutcome(
+                deliveries_in_window=sum(r.in_window for r in readers),
+                deliveries=sum(r.received for r in readers),
+                sends=sum(room.issued - len(room.failed) for room in rooms),
+                send_errors=sum(len(room.failed) for room in rooms),
+                latency=Latency.of(latencies),
+                send_rpc=Latency.of(rpc_ns),
+                lost=lost,
+                duplicated=duplicated,
+                evicted=sum(r.ended for r in readers),
+                window_waits=sum(room.window_waits for room in rooms),
+                drain_seconds=drain_seconds,
+            ),
+        )
+    )
+
+
+async def _wrap_reader(room: _Room, joining: Awaitable[Subscription]) -> _Reader:
+    return _Reader(room, await joining)
+
+
+# -- idle ------------------------------------------------------------------------
+
+
+async def _probe(
+    client: ChatClient, sender: Subscription, receiver: Subscription, n: int
+) -> Latency:
+    """Send ``n`` messages one at a time to a 2-member room; time each to the other member.
+
+    Each is timed from just before the SendMessage call to its arrival at the
+    other member, which is reading before the call starts.
+    """
+
+    async def arrival() -> int:
+        message = await anext(receiver)
+        return time.time_ns() - int(message.text.split(" ")[1])
+
+    samples: list[int] = []
+    for i in range(n):
+        timing = asyncio.create_task(asyncio.wait_for(arrival(), PROBE_TIMEOUT))
+        await client.send("probe", "a", f"{i} {time.time_ns()} ")
+        samples.append(await timing)
+        await asyncio.wait_for(anext(sender), PROBE_TIMEOUT)  # the sender's own copy
+        await asyncio.sleep(PROBE_GAP)
+    return Latency.of(samples)
+
+
+async def _idle(conn: Connection, load: IdleLoad) -> None:
+    address = str(await _receive(conn, "start"))
+    async with AsyncExitStack() as stack:
+        a = ChatClient(address, batched=load.batched)
+        b = ChatClient(address, batched=load.batched)
+        for client in (a, b):
+            stack.push_async_callback(client.close)
+        sub_a = await a.join("probe", "a")
+        sub_b = await b.join("probe", "b")
+        stack.push_async_callback(sub_a.close)
+        stack.push_async_callback(sub_b.close)
+        await _probe(a, sub_a, sub_b, 20)  # warm up
+        unloaded = await _probe(a, sub_a, sub_b, load.probes)
+        conn.send(("ready", unloaded))
+
+        await _receive(conn, "hold")
+        pool = [ChatClient(address, batched=load.batched) for _ in range(CLIENTS_PER_IDLE_POOL)]
+        for client in pool:
+            stack.push_async_callback(client.close)
+        joins = asyncio.Semaphore(JOIN_CONCURRENCY)
+        streams: list[Subscription] = []
+
+        async def join(i: int) -> None:
+            async with joins:
+                subscription = await pool[i % len(pool)].join(
+                    f"idle-{i // load.room_size}", f"idle-{i}"
+                )
+            stack.push_async_callback(subscription.close)
+            streams.append(subscription)
+
+        start = time.monotonic()
+        await asyncio.gather(*(join(i) for i in range(load.streams)))
+        join_seconds = time.monotonic() - start
+        conn.send(("held", join_seconds))
+
+        await _receive(conn, "check")
+        loaded = await _probe(a, sub_a, sub_b, load.probes)
+        # Still delivering: one message to every idle room, read on every stream.
+        idle_rooms = sorted({s.room for s in streams})
+        await asyncio.gather(*(_bounded(joins, a.send(room, "a", "check")) for room in idle_rooms))
+        arrived = await asyncio.gather(
+            *(_bounded(joins, _next_within(s, PROBE_TIMEOUT)) for s in streams)
+        )
+    conn.send(
+        (
+            "result",
+            IdleOutcome(unloaded, loaded, join_seconds, len(streams), sum(arrived)),
+        )
+    )
+
+
+async def _bounded(limit: asyncio.Semaphore, work: Awaitable[_T]) -> _T:
+    async with limit:
+        return await work
+
+
+async def _next_within(subscription: Subscription, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(anext(subscription), seconds)
+    except (TimeoutError, HelloError, StopAsyncIteration):
+        return False
+    return True

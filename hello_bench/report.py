@@ -1,0 +1,358 @@
+"""Results: ratios against the baseline, the issue-4 targets, tables and JSON.
+
+Every fan-out figure is shown next to its ratio against the baseline's plain
+Join run of the same scenario and round, so both felt the same machine noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.protobuf import __version__ as protobuf_version
+from rich.console import Console
+from rich.table import Table
+
+from hello_bench.runner import FanoutRecord, IdleRecord, Settings
+from hello_bench.scenarios import BASELINE, HELLO_JOIN, HELLO_STREAMING, HELLO_SUBSCRIBE
+
+Record = FanoutRecord | IdleRecord
+
+
+@dataclass(frozen=True, slots=True)
+class TargetCheck:
+    """One issue-4 target: the measured figure and whether it is met (None: not measured)."""
+
+    target: str
+    measured: str
+    met: bool | None
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": protobuf_version,
+        "platform": platform.platform(),
+        "load_average": os.getloadavg(),
+    }
+
+
+# -- ratios ------------------------------------------------------------------------
+
+
+def baseline_of(record: FanoutRecord, records: Iterable[Record]) -> FanoutRecord | None:
+    """The baseline Join run of the same scenario, variant and round."""
+    for other in records:
+        if (
+            isinstance(other, FanoutRecord)
+            and other.target == BASELINE.label
+            and (other.scenario, other.variant, other.round)
+            == (record.scenario, record.variant, record.round)
+        ):
+            return other
+    return None
+
+
+def control_of(record: FanoutRecord, records: Iterable[Record]) -> FanoutRecord | None:
+    """For a stalled run: the same target's run without the stalled reader."""
+    for other in records:
+        if (
+            isinstance(other, FanoutRecord)
+            and other.variant == "control"
+            and (other.scenario, other.target, other.round)
+            == (record.scenario, record.target, record.round)
+        ):
+            return other
+    return None
+
+
+def _ratio(value: float, base: float) -> float:
+    return value / base if base and not math.isnan(base) else math.nan
+
+
+# -- targets -------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _runs(
+    records: Sequence[Record], scenario: str, target: str, variant: str = ""
+) -> list[FanoutRecord]:
+    return [
+        r
+        for r in records
+        if isinstance(r, FanoutRecord)
+        and (r.scenario, r.target, r.variant) == (scenario, target, variant)
+    ]
+
+
+def check_targets(records: Sequence[Record]) -> list[TargetCheck]:
+    """The issue-4 targets; with several rounds, the median over the rounds counts."""
+    checks: list[TargetCheck] = []
+
+    def vs_baseline(runs: list[FanoutRecord]) -> float:
+        ratios = []
+        for r in runs:
+            base = baseline_of(r, records)
+            if base is not None:
+                ratios.append(_ratio(r.deliveries_per_s, base.deliveries_per_s))
+        return _median(ratios)
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        checks.append(TargetCheck(target, measured, met))
+
+    if joins := _runs(records, "fanout", HELLO_JOIN.label):
+        ratio = vs_baseline(joins)
+        add("fanout: plain Join >= 0.9x baseline", f"{ratio:.2f}x", ratio >= 0.9)
+    for api in (HELLO_SUBSCRIBE, HELLO_STREAMING):
+        if subs := _runs(records, "fanout", api.label):
+            ratio = vs_baseline(subs)
+            p99 = _median([r.latency.p99_ms for r in subs])
+            add(
+                f"fanout ({api.label}): >= 4.5x baseline Join, p99 <= 50 ms",
+                f"{ratio:.2f}x, p99 {p99:.1f} ms",
+                ratio >= 4.5 and p99 <= 50,
+            )
+    for api in (HELLO_SUBSCRIBE, HELLO_STREAMING):
+        if big := _runs(records, "bigroom", api.label):
+            rate = _median([r.deliveries_per_s for r in big])
+            add(
+                f"bigroom ({api.label}): >= 150,000 deliveries/s", f"{rate:,.0f}/s", rate >= 150_000
+            )
+    for api in (HELLO_JOIN, HELLO_SUBSCRIBE, HELLO_STREAMING):
+        stalled = _runs(records, "stalled", api.label, "stalled")
+        pairs = [(r, c) for r in stalled if (c := control_of(r, records)) is not None]
+        if pairs:
+            healthy = _median([_ratio(r.deliveries_per_s, c.deliveries_per_s) for r, c in pairs])
+            sends = _median([_ratio(r.sends_per_s, c.sends_per_s) for r, c in pairs])
+            add(
+                f"stalled ({api.label}): healthy >= 0.9x without it, senders not blocked",
+                f"healthy {healthy:.2f}x, sends {sends:.2f}x",
+                healthy >= 0.9 and sends >= 0.9,
+            )
+    idle = [r for r in records if isinstance(r, IdleRecord)]
+    if subscribed := [r for r in idle if r.target == HELLO_SUBSCRIBE.label]:
+        p50 = _median([r.unloaded.p50_ms for r in subscribed])
+        add("idle 2-member room (Subscribe): p50 <= 2 ms", f"{p50:.2f} ms", p50 <= 2)
+    for api in (HELLO_JOIN, HELLO_SUBSCRIBE):
+        if held := [r for r in idle if r.target == api.label]:
+            kb = _median([r.rss_per_stream_kb for r in held])
+            add(f"idle ({api.label}): <= 16 KB RSS per stream", f"{kb:.1f} KB", kb <= 16)
+            most = max(held, key=lambda r: r.streams)
+            add(
+                f"idle ({api.label}): 20,000 streams, still delivering",
+                f"{most.delivered:,}/{most.streams:,} delivered",
+                most.delivered == most.streams if most.streams >= 20_000 else None,
+            )
+    fanout = [r for r in records if isinstance(r, FanoutRecord)]
+    if fanout:
+        lost = sum(r.lost for r in fanout)
+        duplicated = sum(r.duplicated for r in fanout)
+        add(
+            "zero lost or duplicated, every run",
+            f"lost {lost}, duplicated {duplicated}",
+            lost == 0 and duplicated == 0,
+        )
+    return checks
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def _num(value: float, digits: int = 0) -> str:
+    return "-" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def _with_ratio(value: float, base: float | None, digits: int = 0) -> str:
+    if base is None:
+        return _num(value, digits)
+    ratio = _ratio(value, base)
+    return f"{_num(value, digits)} ({_num(ratio, 2)}x)"
+
+
+_FANOUT_COLUMNS = (
+    "scenario",
+    "server / API",
+    "deliveries/s",
+    "sends/s",
+    "p50 ms",
+    "p99 ms",
+    "send p99 ms",
+    "lost",
+    "dup",
+    "server CPU %",
+    "server RSS MB",
+    "load CPU %",
+    "notes",
+)
+_IDLE_COLUMNS = (
+    "server / API",
+    "streams",
+    "delivered",
+    "RSS before MB",
+    "RSS after MB",
+    "KB / stream",
+    "join s",
+    "idle p50 ms",
+    "p50 ms, streams held",
+)
+
+
+def _fanout_row(record: FanoutRecord, records: Sequence[Record]) -> list[str]:
+    base = baseline_of(record, records)
+    if record.target == BASELINE.label:
+        base = None
+
+    def cell(get: Callable[[FanoutRecord], float], digits: int = 0) -> str:
+        return _with_ratio(get(record), None if base is None else get(base), digits)
+
+    notes = []
+    if record.variant == "stalled" and (control := control_of(record, records)):
+        healthy = _ratio(record.deliveries_per_s, control.deliveries_per_s)
+        notes.append(f"healthy {healthy:.2f}x of control")
+    if record.evicted:
+        notes.append(f"{record.evicted} evicted")
+    if record.send_errors:
+        notes.append(f"{record.send_errors} send errors")
+    if record.window_waits:
+        notes.append(f"window waits {record.window_waits}")
+    name = record.scenario + (f" ({record.variant})" if record.variant else "")
+    if any(r.round for r in records):
+        name += f" #{record.round + 1}"
+    return [
+        name,
+        record.target,
+        cell(lambda r: r.deliveries_per_s),
+        cell(lambda r: r.sends_per_s),
+        cell(lambda r: r.latency.p50_ms, 1),
+        cell(lambda r: r.latency.p99_ms, 1),
+        cell(lambda r: r.send_rpc.p99_ms, 1),
+        str(record.lost),
+        str(record.duplicated),
+        cell(lambda r: r.server_cpu_pct),
+        cell(lambda r: r.server_rss_mb),
+        cell(lambda r: r.load_cpu_pct),
+        ", ".join(notes),
+    ]
+
+
+def _idle_row(record: IdleRecord, records: Sequence[Record]) -> list[str]:
+    base = next(
+        (
+            r
+            for r in records
+            if isinstance(r, IdleRecord) and r.target == BASELINE.label and r.round == record.round
+        ),
+        None,
+    )
+    base_kb = None if base is None or record is base else base.rss_per_stream_kb
+    return [
+        record.target,
+        f"{record.streams:,}",
+        f"{record.delivered:,}",
+        _num(record.rss_before_mb, 1),
+        _num(record.rss_after_mb, 1),
+        _with_ratio(record.rss_per_stream_kb, base_kb, 1),
+        _num(record.join_seconds, 1),
+        _num(record.unloaded.p50_ms, 2),
+        _num(record.loaded.p50_ms, 2),
+    ]
+
+
+def tables(records: Sequence[Record]) -> list[tuple[str, Sequence[str], list[list[str]]]]:
+    """(title, header, rows) for each table of the report."""
+    fanout = [_fanout_row(r, records) for r in records if isinstance(r, FanoutRecord)]
+    idle = [_idle_row(r, records) for r in records if isinstance(r, IdleRecord)]
+    checks = [
+        [c.target, c.measured, {True: "met", False: "MISSED", None: "not measured"}[c.met]]
+        for c in check_targets(records)
+    ]
+    out: list[tuple[str, Sequence[str], list[list[str]]]] = []
+    if fanout:
+        out.append(
+            ("Fan-out (ratios: x the baseline's plain Join, same round)", _FANOUT_COLUMNS, fanout)
+        )
+    if idle:
+        out.append(("Idle streams", _IDLE_COLUMNS, idle))
+    if checks:
+        out.append(("Issue 4 targets", ("target", "measured", "status"), checks))
+    return out
+
+
+def print_tables(records: Sequence[Record], console: Console) -> None:
+    for title, header, rows in tables(records):
+        table = Table(title=title, title_justify="left")
+        for column in header:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+def markdown(records: Sequence[Record]) -> str:
+    """The same tables as GitHub markdown, for docs/benchmarks.md."""
+    parts = []
+    for title, header, rows in tables(records):
+        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + " --- |" * len(header))
+        lines.extend("| " + " | ".join(row) + " |" for row in rows)
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_json(
+    path: Path,
+    records: Sequence[Record],
+    *,
+    command: Sequence[str],
+    settings: Settings,
+    errors: Sequence[str],
+    info: dict[str, object],
+) -> None:
+    """Everything measured, with the machine, the command and the target checks."""
+    document = {
+        "command": list(command),
+        "machine": info,
+        "settings": dataclasses.asdict(settings),
+        "runs": [
+            {"kind": "idle" if isinstance(r, IdleRecord) else "fanout", **dataclasses.asdict(r)}
+            for r in records
+        ],
+        "targets": [dataclasses.asdict(c) for c in check_targets(records)],
+        "errors": list(errors),
+    }
+    path.write_text(json.dumps(_finite(document), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: object) -> object:
+    """NaN (a figure with no samples) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value

@@ -1,0 +1,71 @@
+"""The named scenarios and the servers/APIs each one is measured against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One server under test and the delivery RPC its subscribers use."""
+
+    server: str  # "hello" or "baseline"
+    batched: bool  # True: Subscribe; False: plain Join
+    stream_send: bool = False  # senders use StreamSender (SendStream) instead of SendMessage
+
+    @property
+    def label(self) -> str:
+        api = "subscribe" if self.batched else "join"
+        return f"{self.server} {api}{'+sendstream' if self.stream_send else ''}"
+
+
+BASELINE = Target("baseline", batched=False)
+HELLO_JOIN = Target("hello", batched=False)
+HELLO_SUBSCRIBE = Target("hello", batched=True)
+HELLO_STREAMING = Target("hello", batched=True, stream_send=True)
+# The order of one round: the baseline sits between the hello runs.
+TARGETS = (HELLO_JOIN, BASELINE, HELLO_SUBSCRIBE, HELLO_STREAMING)
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutScenario:
+    """Rooms of readers, one sender per room with some sends in flight."""
+
+    name: str
+    description: str
+    rooms: int
+    readers: int  # healthy readers per room
+    in_flight: int  # concurrent SendMessage calls per room's sender
+    text_bytes: int = 100
+    stalled: int = 0  # readers per room that join and never read
+
+
+@dataclass(frozen=True, slots=True)
+class IdleScenario:
+    """Many idle streams held open: memory per stream, and idle latency."""
+
+    name: str
+    description: str
+    room_size: int = 10
+
+
+Scenario = FanoutScenario | IdleScenario
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        FanoutScenario("fanout", "1 room x 50 readers, 100 B texts, 16 sends in flight", 1, 50, 16),
+        FanoutScenario("rooms", "100 rooms x 10 readers, one sender per room", 100, 10, 1),
+        FanoutScenario("bigroom", "1 room x 1000 readers, 16 sends in flight", 1, 1000, 16),
+        FanoutScenario(
+            "stalled",
+            "20 readers + 1 that never reads, 2 KiB texts; vs the same load without it",
+            1,
+            20,
+            16,
+            text_bytes=2048,
+            stalled=1,
+        ),
+        IdleScenario("idle", "N idle streams in rooms of 10: server RSS per stream"),
+    )
+}
