@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +91,11 @@ class OriginalClient:
         return event
 
 
+StartClient = Callable[[str, str, str], Awaitable[OriginalClient]]
+
+
 @pytest.fixture
-async def start_original_client(
-    original_schema: Path,
-) -> AsyncIterator[Any]:
+async def start_original_client(original_schema: Path) -> AsyncIterator[StartClient]:
     """Starts the original-schema client; kills it by PID if it outlives the test."""
     started: list[asyncio.subprocess.Process] = []
 
@@ -124,12 +125,15 @@ class TestOriginalClient:
     """A program generated from the original schema against today's server."""
 
     async def test_join_send_and_receive(
-        self, server: ChatServer, stub: hello_pb2_grpc.ChatRoomStub, start_original_client: Any
+        self,
+        server: ChatServer,
+        stub: hello_pb2_grpc.ChatRoomStub,
+        start_original_client: StartClient,
     ) -> None:
         """It joins, sends, and receives its own and another's message: id, room, text, time."""
         room, user = "compat", "old-client"
         before = time.time_ns()
-        client: OriginalClient = await start_original_client(server.address, room, user)
+        client = await start_original_client(server.address, room, user)
 
         assert await client.next_event() == {"event": "joined"}
         assert await client.next_event() == {"event": "sent", "success": True, "message": ""}
