@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
 from hello_protocol.wire import CLIENT_KEEPALIVE_OPTIONS, SERVICE_NAME
+from tests.conftest import joined as acknowledged_join
 from tests.procs import ServerProcess, run_server_command, server_process
 
 # Every wait in these tests is bounded by this; nothing here should take long.
@@ -51,10 +52,8 @@ def open_channel(server: ServerProcess) -> Channel:
 async def joined(
     stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
 ) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
-    """A Join stream whose acknowledgement (the response headers) has arrived."""
-    call = stub.Join(pb.JoinRequest(roomID=room, user=pb.User(id=user)))
-    await asyncio.wait_for(call.initial_metadata(), TIMEOUT)
-    return call
+    """conftest's `joined` (a Join stream, acknowledged), bounded by TIMEOUT."""
+    return await asyncio.wait_for(acknowledged_join(stub, room, user), TIMEOUT)
 
 
 async def subscribed(

@@ -148,7 +148,7 @@ class TestOriginalClient:
         assert before <= own["timestamp_ns"] <= time.time_ns()
 
         # A message from a client of today's schema reaches the original one.
-        watcher = await joined(stub, room, "today")
+        watcher = await asyncio.wait_for(joined(stub, room, "today"), TIMEOUT)
         reply = await stub.SendMessage(
             pb.Message(id="today", roomID=room, message="from today's schema"), timeout=TIMEOUT
         )
