@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 
 from hello_bench import report
-from hello_bench.runner import IdleRecord, Settings, run_fanout, run_idle
+from hello_bench.runner import DEFAULT_WINDOW, IdleRecord, Settings, run_fanout, run_idle
 from hello_bench.scenarios import SCENARIOS, TARGETS, FanoutScenario, Target
 
 EXIT_FAILED_RUN = 1
@@ -81,10 +81,8 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Repeat everything this often.", min=1, max=10)] = 1,
     window: Annotated[
         int,
-        typer.Option(
-            help="Messages a room may run ahead of its readers before senders wait.", min=1
-        ),
-    ] = 256,
+        typer.Option(help="Deliveries owed to the readers before the senders wait.", min=1),
+    ] = DEFAULT_WINDOW,
     drain_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for stragglers after sending.", min=1, max=120)
     ] = 15.0,

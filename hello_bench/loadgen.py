@@ -17,16 +17,18 @@ every counter. Each room has exactly one sender, so (room, counter) identifies a
 message, and after the send phase every reader must hold every accepted counter
 exactly once (lost and duplicated are counted per reader).
 
-Senders keep ``in_flight`` SendMessage calls going per room, but never let a room
-get more than ``window`` messages ahead of what its healthy readers have read
-on average: SendMessage returns once a message is queued, so without this a
-server whose delivery is slower than its accepting would queue until it evicts.
+Senders keep ``in_flight`` sends going per room, but wait while ``window``
+deliveries (messages sent times healthy readers, less those read) are owed to
+the readers: SendMessage returns once a message is queued, so without this a
+server that accepts faster than it delivers would queue until it evicts, and
+the latency of an overloaded run would only measure how long it ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import signal
 import time
 import traceback
 from array import array
@@ -85,7 +87,7 @@ class FanoutLoad:
     stalled: int  # readers per room that never read
     in_flight: int
     text_bytes: int
-    window: int
+    window: int  # deliveries owed to readers before senders wait
     drain_timeout: float
 
 
@@ -100,7 +102,7 @@ class FanoutOutcome:
     lost: int
     duplicated: int
     evicted: int  # healthy readers whose stream ended early
-    window_waits: int  # times a sender waited for readers to catch up
+    window_waits: int  # times a sender waited for the readers to catch up
     drain_seconds: float
 
 
@@ -128,6 +130,9 @@ Load = FanoutLoad | IdleLoad
 
 def child_main(conn: Connection, load: Load) -> None:
     """The child process's entry point."""
+    # Ctrl-C reaches the whole process group: the parent alone handles it,
+    # and stops this process by its PID.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         asyncio.run(_fanout(conn, load) if isinstance(load, FanoutLoad) else _idle(conn, load))
     except BaseException:
@@ -146,19 +151,22 @@ async def _receive(conn: Connection, kind: str) -> object:
 
 
 @dataclass(slots=True)
+class _Flow:
+    """Deliveries owed to healthy readers; senders wait while ``window`` are owed."""
+
+    window: int
+    owed: int = 0
+    waiters: int = 0
+    waits: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
 class _Room:
     name: str
     healthy: int
     issued: int = 0  # counters handed out; the next message's counter
     failed: list[int] = field(default_factory=list)
-    read: int = 0  # deliveries to healthy readers
-    waiters: int = 0
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    window_waits: int = 0
-
-    def backlog(self) -> int:
-        """Messages issued but not yet read, on average over the healthy readers."""
-        return self.issued - self.read // self.healthy
 
 
 @dataclass(slots=True)
@@ -171,9 +179,8 @@ class _Reader:
     ended: bool = False
 
 
-async def _read(reader: _Reader, t1_ns: int, window: int, latencies: array[int]) -> None:
+async def _read(reader: _Reader, t1_ns: int, flow: _Flow, latencies: array[int]) -> None:
     """Count every delivery: the hot loop of the load generator."""
-    room = reader.room
     counts = reader.counts
     record = latencies.append
     clock = time.time_ns
@@ -191,41 +198,45 @@ async def _read(reader: _Reader, t1_ns: int, window: int, latencies: array[int])
             reader.received += 1
             if now < t1_ns:
                 reader.in_window += 1
-            room.read += 1
-            if room.waiters and room.backlog() < window:
-                room.wake.set()
+            flow.owed -= 1
+            if flow.waiters and flow.owed < flow.window:
+                flow.wake.set()
     except HelloError:
         reader.ended = True  # evicted, or the server went away
+        reader.room.healthy -= 1
+        flow.owed -= reader.room.issued - reader.received
 
 
 async def _send(
-    send: SendFunction, room: _Room, load: FanoutLoad, t1_ns: int, rpc_ns: array[int]
+    send: SendFunction, room: _Room, flow: _Flow, text_bytes: int, t1_ns: int, rpc_ns: array[int]
 ) -> None:
     """One of a room's ``in_flight`` send loops; stops at t1."""
     while True:
-        while room.backlog() >= load.window:
+        while flow.owed >= flow.window:
             remaining = (t1_ns - time.time_ns()) / 1e9
             if remaining <= 0:
                 return
-            room.waiters += 1
-            room.window_waits += 1
-            room.wake.clear()
+            flow.waiters += 1
+            flow.waits += 1
+            flow.wake.clear()
             try:
-                await asyncio.wait_for(room.wake.wait(), remaining)
+                await asyncio.wait_for(flow.wake.wait(), remaining)
             except TimeoutError:
                 return
             finally:
-                room.waiters -= 1
+                flow.waiters -= 1
         start = time.time_ns()
         if start >= t1_ns:
             return
         counter = room.issued
         room.issued += 1
-        text = f"{counter} {start} ".ljust(load.text_bytes, "x")
+        flow.owed += room.healthy
+        text = f"{counter} {start} ".ljust(text_bytes, "x")
         try:
             await send(room.name, "sender", text)
         except HelloError:
             room.failed.append(counter)
+            flow.owed -= room.healthy
             continue
         rpc_ns.append(time.time_ns() - start)
 
@@ -271,13 +282,12 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
         t1_ns = int(t1 * 1e9)
         latencies: array[int] = array("q")
         rpc_ns: array[int] = array("q")
-        reading = [
-            asyncio.create_task(_read(reader, t1_ns, load.window, latencies)) for reader in readers
-        ]
+        flow = _Flow(load.window)
+        reading = [asyncio.create_task(_read(r, t1_ns, flow, latencies)) for r in readers]
         await asyncio.sleep(max(0.0, t0 - time.time()))
         await asyncio.gather(
             *(
-                _send(send, room, load, t1_ns, rpc_ns)
+                _send(send, room, flow, load.text_bytes, t1_ns, rpc_ns)
                 for room, send in zip(rooms, senders, strict=True)
                 for _ in range(load.in_flight)
             )
@@ -312,7 +322,7 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
                 lost=lost,
                 duplicated=duplicated,
                 evicted=sum(r.ended for r in readers),
-                window_waits=sum(room.window_waits for room in rooms),
+                window_waits=flow.waits,
                 drain_seconds=drain_seconds,
             ),
         )

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,9 +76,10 @@ def running_server(kind: str) -> Iterator[ServerProcess]:
 
 
 def _await_ready(kind: str, lines: queue.Queue[str | None], log: deque[str]) -> str:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         try:
-            line = lines.get(timeout=STARTUP_TIMEOUT)
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
             raise RuntimeError(f"{kind} server not ready after {STARTUP_TIMEOUT} s") from None
         if line is None:

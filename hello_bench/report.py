@@ -305,8 +305,8 @@ def tables(records: Sequence[Record]) -> list[tuple[str, Sequence[str], list[lis
 def print_tables(records: Sequence[Record], console: Console) -> None:
     for title, header, rows in tables(records):
         table = Table(title=title, title_justify="left")
-        for column in header:
-            table.add_column(column, overflow="fold")
+        for i, column in enumerate(header):
+            table.add_column(column, no_wrap=i < 2, overflow="fold")
         for row in rows:
             table.add_row(*row)
         console.print(table)
@@ -337,14 +337,30 @@ def write_json(
         "command": list(command),
         "machine": info,
         "settings": dataclasses.asdict(settings),
-        "runs": [
-            {"kind": "idle" if isinstance(r, IdleRecord) else "fanout", **dataclasses.asdict(r)}
-            for r in records
-        ],
+        "runs": [_run_json(r, records) for r in records],
         "targets": [dataclasses.asdict(c) for c in check_targets(records)],
         "errors": list(errors),
     }
     path.write_text(json.dumps(_finite(document), indent=2, allow_nan=False) + "\n")
+
+
+def _run_json(record: Record, records: Sequence[Record]) -> dict[str, object]:
+    """A run's figures, and for hello's fan-out runs their ratios to the baseline."""
+    if isinstance(record, IdleRecord):
+        return {"kind": "idle", **dataclasses.asdict(record)}
+    document: dict[str, object] = {"kind": "fanout", **dataclasses.asdict(record)}
+    base = baseline_of(record, records)
+    if base is not None and base is not record:
+        document["vs_baseline"] = {
+            "deliveries_per_s": _ratio(record.deliveries_per_s, base.deliveries_per_s),
+            "sends_per_s": _ratio(record.sends_per_s, base.sends_per_s),
+            "latency_p50_ms": _ratio(record.latency.p50_ms, base.latency.p50_ms),
+            "latency_p99_ms": _ratio(record.latency.p99_ms, base.latency.p99_ms),
+            "server_cpu_pct": _ratio(record.server_cpu_pct, base.server_cpu_pct),
+            "server_rss_mb": _ratio(record.server_rss_mb, base.server_rss_mb),
+            "load_cpu_pct": _ratio(record.load_cpu_pct, base.load_cpu_pct),
+        }
+    return document
 
 
 def _finite(value: object) -> object:

@@ -33,6 +33,8 @@ from hello_bench.scenarios import FanoutScenario, IdleScenario, Target
 SETUP_TIMEOUT = 120.0  # joining up to 20,000 streams on a busy machine
 CHILD_STOP_TIMEOUT = 5.0
 LEAD_IN = 0.3  # seconds between "go" and the first send
+# Deliveries (messages x readers) the senders may be ahead of the readers.
+DEFAULT_WINDOW = 5000
 
 _T = TypeVar("_T")
 
@@ -40,7 +42,7 @@ _T = TypeVar("_T")
 @dataclass(frozen=True, slots=True)
 class Settings:
     duration: float = 5.0
-    window: int = 256
+    window: int = DEFAULT_WINDOW
     drain_timeout: float = 15.0
     idle_streams: int = 2000
     probes: int = 100
