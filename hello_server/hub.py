@@ -110,6 +110,7 @@ class Hub:
         self._rooms: dict[str, _Room] = {}
         self._ids = itertools.count(1)
         self._closed = False
+        self._member_count = 0
         self._changed = asyncio.Event()
 
     # -- membership ---------------------------------------------------------
@@ -124,6 +125,7 @@ class Hub:
         mailbox = Mailbox(self._limits.max_messages, self._limits.max_bytes)
         member = Member(next(self._ids), room_id, user_id, name, mailbox)
         room.members[member.member_id] = member
+        self._member_count += 1
         log.debug("%s joined room %r (%d members)", user_id, room_id, len(room.members))
         self._notify()
         return member
@@ -133,6 +135,7 @@ class Hub:
         room = self._rooms.get(member.room_id)
         if room is None or room.members.pop(member.member_id, None) is None:
             return
+        self._member_count -= 1
         log.debug("%s left room %r (%d members)", member.user_id, member.room_id, len(room.members))
         if not room.members:
             del self._rooms[member.room_id]
@@ -187,7 +190,7 @@ class Hub:
 
     @property
     def member_count(self) -> int:
-        return sum(len(room.members) for room in self._rooms.values())
+        return self._member_count
 
     def has_room(self, room_id: str) -> bool:
         return room_id in self._rooms

@@ -8,6 +8,7 @@ grace period for calls in flight.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -93,13 +94,27 @@ class ChatServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain and stop; ``grace`` defaults to the configured grace period."""
+        """Drain and stop; ``grace`` defaults to the configured grace period.
+
+        New calls are refused at once and every chat stream is ended. The
+        grace period is for what is left, and ends as soon as the last member
+        is gone: streams that never end by themselves (health watchers) must
+        not hold every shutdown for the whole period.
+        """
         server = self._server
         if server is None:
             return
+        grace = self.config.grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
         self.hub.close()
-        await server.stop(self.config.grace_seconds if grace is None else grace)
+        draining = asyncio.create_task(server.stop(grace))
+        try:
+            async with asyncio.timeout(grace):
+                await self.hub.wait_until(lambda: self.hub.member_count == 0)
+        except TimeoutError:
+            pass  # a member stuck writing to a peer that stopped reading
+        await server.stop(0)
+        await draining
         self._server = None
 
     async def wait_for_termination(self) -> None:

@@ -81,6 +81,29 @@ async def count_until_end(call: grpc.aio.UnaryStreamCall[Any, Any]) -> int:
     return received
 
 
+# A queue big enough that flooding a member who never reads blocks the
+# server's write to it (HTTP/2 and TCP buffers fill up) instead of evicting it.
+STALL_ARGS = ["--queue-bytes", str(64 << 20), "--queue-size", "100000"]
+STALL_TEXT = "x" * 60_000
+STALL_MESSAGES = 600  # 36 MB: far beyond what loopback TCP and HTTP/2 windows hold
+
+
+async def stall_a_member(channel: Channel) -> Any:
+    """Join without reading, then flood the room so the server blocks writing to it.
+
+    Returns a Health/Watch call that has seen SERVING, to observe the drain.
+    """
+    stub = hello_pb2_grpc.ChatRoomStub(channel)
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
+    first = await asyncio.wait_for(watch.read(), TIMEOUT)
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    await joined(stub, "stalled", "sleeper")
+    async with asyncio.timeout(TIMEOUT * 3):
+        for _ in range(STALL_MESSAGES):
+            await stub.SendMessage(pb.Message(id="flood", roomID="stalled", message=STALL_TEXT))
+    return watch
+
+
 def assert_no_traceback(text: str) -> None:
     assert "Traceback" not in text, text
 
@@ -390,64 +413,70 @@ class TestShutdown:
         assert "hello-server stopped" in log
         assert_no_traceback(log)
 
-    async def test_second_signal_cuts_the_drain_short(self) -> None:
-        """A second signal while a Health/Watch call holds the drain open stops with exit 1."""
+    async def test_health_watcher_does_not_hold_the_drain(self) -> None:
+        """A Health/Watch stream, which never ends by itself, does not delay the exit."""
         grace = 60.0
         with server_process(["--grace", str(grace)]) as server:
-            server.follow_log()
             async with open_channel(server) as channel:
-                # Join and Subscribe streams end as soon as the drain starts, and
-                # SendMessage is refused at once; a Health/Watch stream is the
-                # one call that stays open until the grace period runs out.
                 watch = health_pb2_grpc.HealthStub(channel).Watch(
                     health_pb2.HealthCheckRequest(service="")
                 )
                 first = await asyncio.wait_for(watch.read(), TIMEOUT)
                 assert first.status == health_pb2.HealthCheckResponse.SERVING
                 member = await joined(hello_pb2_grpc.ChatRoomStub(channel), "room", "alice")
-
                 server.signal(signal.SIGTERM)
                 draining = await asyncio.wait_for(watch.read(), TIMEOUT)
                 assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                code = await server.await_exit(TIMEOUT)  # far less than the grace period
                 assert await final_status(member) == (
                     grpc.StatusCode.UNAVAILABLE,
                     SHUTDOWN_DETAILS,
                 )
+                watch_code, _ = await final_status(watch)
+            log = server.rest_of_log()
+        assert code == 0, log
+        assert watch_code != grpc.StatusCode.OK
+        assert "hello-server stopped" in log
+        assert_no_traceback(log)
+
+    async def test_second_signal_cuts_the_drain_short(self) -> None:
+        """A second signal while a stuck stream holds the drain open stops at once, exit 1."""
+        grace = 60.0
+        with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
+            server.follow_log()
+            async with open_channel(server) as channel:
+                watch = await stall_a_member(channel)
+                server.signal(signal.SIGTERM)
+                draining = await asyncio.wait_for(watch.read(), TIMEOUT)
+                assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await server.await_log("SIGTERM: draining", TIMEOUT)
                 assert server.process.poll() is None, "the drain ended early"
 
                 started = time.monotonic()
                 server.signal(signal.SIGINT)
                 code = await server.await_exit(TIMEOUT)
                 elapsed = time.monotonic() - started
-                watch_code, _ = await final_status(watch)
             log = server.rest_of_log()
         assert code == 1, log
         assert elapsed < TIMEOUT
-        assert watch_code != grpc.StatusCode.OK
-        assert "SIGTERM: draining" in log
         assert "second signal: stopping now" in log
         assert_no_traceback(log)
 
     async def test_drain_is_bounded_by_the_grace_period(self) -> None:
-        """A call that never ends (Health/Watch) is cut off when --grace runs out; exit 0."""
+        """A stream stuck writing to a client that stopped reading is cut off at --grace; exit 0."""
         grace = 1.0
-        with server_process(["--grace", str(grace)]) as server:
+        with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
             async with open_channel(server) as channel:
-                watch = health_pb2_grpc.HealthStub(channel).Watch(
-                    health_pb2.HealthCheckRequest(service="")
-                )
-                await asyncio.wait_for(watch.read(), TIMEOUT)
+                watch = await stall_a_member(channel)
                 started = time.monotonic()
                 server.signal(signal.SIGTERM)
                 draining = await asyncio.wait_for(watch.read(), TIMEOUT)
                 assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
                 code = await server.await_exit(TIMEOUT)
                 elapsed = time.monotonic() - started
-                watch_code, _ = await final_status(watch)
             log = server.rest_of_log()
         assert code == 0, log
         assert grace * 0.9 <= elapsed < grace + 5.0
-        assert watch_code == grpc.StatusCode.UNAVAILABLE
         assert "hello-server stopped" in log
         assert_no_traceback(log)
 
