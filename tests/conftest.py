@@ -83,6 +83,45 @@ async def subscribed(
     return call
 
 
+RPCS = ("Join", "Subscribe")
+
+
+async def member(
+    stub: hello_pb2_grpc.ChatRoomStub, rpc: str, room: str, user: str, name: str = ""
+) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, Any]:
+    """Join by ``rpc`` ("Join" or "Subscribe") and wait for the acknowledgement."""
+    opened = {"Join": joined, "Subscribe": subscribed}[rpc]
+    return await opened(stub, room, user, name)
+
+
+def unbatch(response: pb.Message | pb.MessageBatch) -> list[pb.Message]:
+    """The messages in one stream response: Join sends one, Subscribe a batch."""
+    if isinstance(response, pb.MessageBatch):
+        assert response.messages, "the server sent an empty batch"
+        return list(response.messages)
+    return [response]
+
+
+async def next_messages(call: grpc.aio.UnaryStreamCall[Any, Any]) -> list[pb.Message]:
+    """Read one stream response: a Join message, or a Subscribe batch's messages."""
+    async with asyncio.timeout(TIMEOUT):
+        response = await call.read()
+    assert response is not grpc.aio.EOF, "the stream ended"
+    return unbatch(response)
+
+
+async def receive(call: grpc.aio.UnaryStreamCall[Any, Any], count: int) -> list[pb.Message]:
+    """Read ``count`` messages from a Join or Subscribe stream."""
+    messages: list[pb.Message] = []
+    async with asyncio.timeout(TIMEOUT):
+        while len(messages) < count:
+            response = await call.read()
+            assert response is not grpc.aio.EOF, f"stream ended after {len(messages)} messages"
+            messages.extend(unbatch(response))
+    assert len(messages) == count, f"got {len(messages)} messages, expected {count}"
+    return messages
+
+
 async def send(stub: hello_pb2_grpc.ChatRoomStub, room: str, sender: str, text: str) -> pb.Exit:
     """SendMessage, bounded by `TIMEOUT`."""
     return await stub.SendMessage(pb.Message(id=sender, roomID=room, message=text), timeout=TIMEOUT)
@@ -99,37 +138,27 @@ async def read_messages(call: JoinCall, count: int) -> list[pb.Message]:
     return messages
 
 
-async def read_batched(call: SubscribeCall, count: int) -> list[pb.Message]:
-    """Read Subscribe batches until ``count`` messages arrived; return them flattened."""
-    messages: list[pb.Message] = []
-    async with asyncio.timeout(TIMEOUT):
-        while len(messages) < count:
-            batch = await call.read()
-            assert batch is not grpc.aio.EOF, f"stream ended after {len(messages)} messages"
-            assert batch.messages, "the server sent an empty batch"
-            messages.extend(batch.messages)
-    assert len(messages) == count, f"got {len(messages)} messages, expected {count}"
-    return messages
-
-
 async def final_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str]:
     """Wait for a call to end and return its status code and details."""
     async with asyncio.timeout(TIMEOUT):
         return await call.code(), await call.details()
 
 
-async def drain_status(
+async def drain(
     call: grpc.aio.UnaryStreamCall[Any, Any],
-) -> tuple[int, grpc.StatusCode, str]:
-    """Read a stream to its end; return how many responses came, and the status."""
-    received = 0
+) -> tuple[list[pb.Message], grpc.StatusCode, str]:
+    """Read a Join or Subscribe stream to its end: the messages it still had, and its status.
+
+    A client sees a stream's status only after reading what was sent before it.
+    """
+    messages: list[pb.Message] = []
     async with asyncio.timeout(TIMEOUT):
         try:
-            async for _ in call:
-                received += 1
+            while (response := await call.read()) is not grpc.aio.EOF:
+                messages.extend(unbatch(response))
         except grpc.aio.AioRpcError as error:
-            return received, error.code(), error.details() or ""
-    return received, await call.code(), await call.details()
+            return messages, error.code(), error.details() or ""
+        return messages, await call.code(), await call.details()
 
 
 async def rpc_error(awaitable: Awaitable[Any]) -> grpc.aio.AioRpcError:

@@ -115,6 +115,15 @@ class TestClose:
         assert closed.value.reason is reason
         assert closed.value.detail == "why it ended"
 
+    def test_take_nowait_raises_once_closed(self) -> None:
+        """A closed mailbox never hands out an empty batch: take_nowait raises the cause."""
+        box = Mailbox(max_items=10, max_bytes=100)
+        box.put(b"queued")
+        box.close(CloseReason.SHUTDOWN, "server shutting down")
+        with pytest.raises(MailboxClosed) as closed:
+            box.take_nowait(10)
+        assert closed.value.reason is CloseReason.SHUTDOWN
+
     async def test_close_wakes_a_waiting_reader(self) -> None:
         """A reader suspended in take() is woken by close() and gets MailboxClosed."""
         box = Mailbox(max_items=10, max_bytes=100)
