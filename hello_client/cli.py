@@ -194,7 +194,33 @@ def listen(
 
 
 def main() -> None:
+    _quiet_grpc_core()
     app(prog_name=PROG)
+
+
+def _quiet_grpc_core() -> None:
+    """Keep gRPC's C-core log lines off the terminal; hello-chat reports problems itself.
+
+    The C-core writes straight to file descriptor 2, and logs some ordinary
+    events even at its default verbosity (an INFO line when a shutting-down
+    server sends GOAWAY); GRPC_VERBOSITY only counts if set before grpc is
+    imported, which the package import has done by now. So fd 2 goes to
+    /dev/null and Python's ``sys.stderr`` moves to a copy of the real one.
+    Setting HELLO_DEBUG, GRPC_VERBOSITY or GRPC_TRACE leaves fd 2 alone.
+    """
+    if any(os.environ.get(name) for name in (DEBUG_ENV, "GRPC_VERBOSITY", "GRPC_TRACE")):
+        return
+    try:
+        real_stderr = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no stderr at all: nothing to protect
+        return
+    sys.stderr.flush()
+    sys.stderr = open(  # noqa: SIM115 - lives as long as the process
+        real_stderr, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace"
+    )
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 # -- the modes ----------------------------------------------------------------

@@ -69,7 +69,12 @@ PALETTE = (
 MIN_TEXT_COLUMNS = 20
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r"}
+
+
 def _escape(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
     code = ord(char)
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 

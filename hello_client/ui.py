@@ -5,21 +5,25 @@ every write to stdout is put above the prompt, after which the half-typed line
 is redrawn as it was; ``raw=True`` lets Rich's colour codes through. Rich
 renders each message (see ``render``) into that patched stdout.
 
-Two tasks run side by side: one reads the room's stream and prints, one reads
-lines at the prompt and sends them, each after the previous one was accepted.
-The first to finish ends the room: the typing task when the user leaves, the
-reading task when the server ends the stream (shutdown, eviction, lost
-connection), in which case its error is raised to the caller.
+Three tasks run side by side: one reads the room's stream and prints; the
+prompt, which stays up for the whole session (Enter queues the line and
+clears the input); and one that takes the queued lines in order and sends
+each once the previous one was accepted. The room ends when the user leaves
+(/quit, Ctrl-D, Ctrl-C) or when the server ends the stream (shutdown,
+eviction, lost connection), in which case that error is raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.patch_stdout import patch_stdout
 from rich.console import Console
 from rich.text import Text
@@ -69,8 +73,12 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
     ``subscription`` (which ends the Join call) afterwards.
     """
     room, me = subscription.room, subscription.user
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
     session: PromptSession[str] = PromptSession(
-        history=InMemoryHistory(), erase_when_done=True, enable_suspend=False
+        history=InMemoryHistory(),
+        key_bindings=_enter_queues_the_line(lines),
+        erase_when_done=True,
+        enable_suspend=False,
     )
     prompt = FormattedText(
         [("", f"[{inert(room)}] "), (f"fg:{user_colour(me)} bold", inert(me)), ("", "> ")]
@@ -82,17 +90,57 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
         screen = _Screen(console, me)
         screen.notice(f"joined {room} as {me}; /help lists the commands")
         reading = asyncio.create_task(_read_room(subscription, screen))
-        typing = asyncio.create_task(_type_lines(session, prompt, client, subscription, screen))
+        sending = asyncio.create_task(_send_lines(lines, client, subscription, screen, session))
+        prompting = asyncio.create_task(_prompt(session, prompt, lines))
+        tasks = (reading, sending, prompting)
         try:
-            done, _ = await asyncio.wait({reading, typing}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=FIRST_COMPLETED)
+            if prompting in done and prompting.result() is _Leave.AFTER_SENDING:
+                done, _ = await asyncio.wait((reading, sending), return_when=FIRST_COMPLETED)
         finally:
-            for task in (reading, typing):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reading, typing, return_exceptions=True)
-        finished = done.pop()
-        if finished is typing and typing.exception() is None:
-            screen.notice(f"left {room}")
-        finished.result()  # raises what ended the room
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if reading in done:
+            reading.result()  # raises what ended the room
+        if sending in done:
+            sending.result()  # raises a lost connection
+        screen.notice(f"left {room}")
+
+
+class _Leave(enum.Enum):
+    NOW = "now"  # Ctrl-C: lines typed but not yet sent are dropped
+    AFTER_SENDING = "after sending"  # Ctrl-D: the lines typed before it go first
+
+
+def _enter_queues_the_line(lines: asyncio.Queue[str | None]) -> KeyBindings:
+    """Enter hands the line to the sending task and clears the prompt at once.
+
+    The prompt never ends between lines, so the terminal stays in raw mode
+    and keys typed while a send is in flight are never echoed by the tty.
+    """
+    bindings = KeyBindings()
+
+    @bindings.add("enter")
+    def _(event: KeyPressEvent) -> None:
+        buffer = event.current_buffer
+        lines.put_nowait(buffer.text)
+        buffer.reset(append_to_history=True)
+
+    return bindings
+
+
+async def _prompt(
+    session: PromptSession[str], prompt: FormattedText, lines: asyncio.Queue[str | None]
+) -> _Leave:
+    try:
+        await session.prompt_async(prompt)  # ends by app.exit() on /quit
+    except EOFError:  # Ctrl-D on an empty line
+        lines.put_nowait(None)
+        return _Leave.AFTER_SENDING
+    except KeyboardInterrupt:  # Ctrl-C
+        return _Leave.NOW
+    return _Leave.AFTER_SENDING
 
 
 async def _read_room(subscription: Subscription, screen: _Screen) -> None:
@@ -104,25 +152,24 @@ async def _read_room(subscription: Subscription, screen: _Screen) -> None:
     raise ServerUnavailable(f"left {subscription.room}: the server ended the room's stream")
 
 
-async def _type_lines(
-    session: PromptSession[str],
-    prompt: FormattedText,
+async def _send_lines(
+    lines: asyncio.Queue[str | None],
     client: ChatClient,
     subscription: Subscription,
     screen: _Screen,
+    session: PromptSession[str],
 ) -> None:
+    """Act on each entered line in order: a command, or a message sent once the last one was."""
     room, me = subscription.room, subscription.user
-    while True:
-        try:
-            line = await session.prompt_async(prompt)
-        except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C
-            return
+    while (line := await lines.get()) is not None:
         stripped = line.strip()
         if not stripped:
             continue
         if stripped.startswith("/") and not stripped.startswith("//"):
             command = stripped.split()[0]
             if command in QUIT_COMMANDS:
+                if session.app.is_running:
+                    session.app.exit()
                 return
             if command == "/help":
                 screen.help()
