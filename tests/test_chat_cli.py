@@ -1,0 +1,260 @@
+"""hello-chat for scripts: send, listen, piped input, help and exit codes.
+
+Every test runs the installed command as a child process against a real
+hello-server child process; messages are observed through ``hello-chat
+listen --json`` (a real member) or sent through the library.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+
+from tests.chat_helpers import (
+    TIMEOUT,
+    Listener,
+    assert_one_error_line,
+    chat_command,
+    child_env,
+    listening,
+    run_chat,
+    send,
+)
+from tests.procs import ServerProcess, server_process
+
+
+@pytest.fixture(scope="module")
+def hello_server() -> Iterator[ServerProcess]:
+    """One real hello-server for the module; each test uses its own rooms."""
+    with server_process() as server:
+        server.follow_log()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dead_address() -> Iterator[str]:
+    """An address where nothing listens: a bound socket that never listens refuses."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def who(server: ServerProcess, room: str, user: str = "alice") -> list[str]:
+    return ["--server", server.address, "--room", room, "--user", user]
+
+
+class TestSend:
+    def test_send_delivers_one_message_and_exits_0(self, hello_server: ServerProcess) -> None:
+        """`send` delivers its text to the room's members and prints nothing."""
+        with listening(hello_server.address, "send-ok") as observer:
+            result = run_chat(["send", *who(hello_server, "send-ok"), "hello, room"])
+            assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+            message = observer.next_message()
+        assert message["id"] == "alice"
+        assert message["room"] == "send-ok"
+        assert message["text"] == "hello, room"
+
+    def test_words_are_joined_and_the_server_comes_from_the_environment(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """Several TEXT words are sent as one message; HELLO_SERVER names the server."""
+        with listening(hello_server.address, "send-env") as observer:
+            env = child_env(HELLO_SERVER=hello_server.address)
+            result = run_chat(
+                ["send", "--room", "send-env", "--user", "cron", "backup", "done"], env=env
+            )
+            assert result.returncode == 0, result.stderr
+            assert observer.next_text() == "backup done"
+
+    def test_a_room_nobody_is_in_gives_one_line_and_exit_1(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """Sending to a room without members: exit 1, one line naming the room."""
+        result = run_chat(["send", *who(hello_server, "empty-room"), "anyone?"])
+        assert result.returncode == 1
+        assert_one_error_line(result, "room 'empty-room' does not exist: nobody has joined it")
+
+    def test_invalid_input_gives_one_line_and_exit_1(self, hello_server: ServerProcess) -> None:
+        """An id the server refuses: exit 1 with the server's reason."""
+        with listening(hello_server.address, "send-bad"):
+            result = run_chat(["send", *who(hello_server, "send-bad", " padded"), "hi"])
+        assert result.returncode == 1
+        assert_one_error_line(result, "sender id ' padded' starts or ends with whitespace")
+
+    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
+        """Nothing listening at --server: exit 3, one line saying so."""
+        result = run_chat(["send", "--server", dead_address, "--room", "r", "--user", "u", "x"])
+        assert result.returncode == 3
+        assert_one_error_line(result, f"cannot reach server {dead_address}", "connection refused")
+
+
+class TestListen:
+    def test_json_count_prints_n_messages_then_exits_0(self, hello_server: ServerProcess) -> None:
+        """`listen --json --count 2` prints two JSON lines with the documented keys and exits."""
+        listener = Listener(hello_server.address, "listen-json", "logger", ["--count", "2"])
+        try:
+            assert listener.wait_joined() == "joined listen-json as logger"
+            seqs = [send(hello_server.address, "listen-json", "bob", f"m{n}") for n in (1, 2)]
+            first, second = listener.next_message(), listener.next_message()
+            assert listener.process.wait(TIMEOUT) == 0
+            assert listener.stdout.get(timeout=TIMEOUT) is None  # nothing after the 2nd
+        finally:
+            listener.stop()
+        assert set(first) == {"id", "room", "text", "timestamp", "seq"}
+        assert (first["id"], first["room"], first["text"]) == ("bob", "listen-json", "m1")
+        assert [first["seq"], second["seq"]] == seqs
+        assert second["text"] == "m2"
+        stamp = datetime.fromisoformat(first["timestamp"])
+        assert first["timestamp"].endswith("Z")
+        assert stamp.utcoffset() == timedelta(0)
+
+    def test_plain_output_is_one_inert_line_per_message(self, hello_server: ServerProcess) -> None:
+        """Without --json (and not on a terminal): `HH:MM:SS sender: text`, controls escaped."""
+        process = subprocess.Popen(
+            [*chat_command(), "listen", *who(hello_server, "listen-plain", "me"), "--count", "2"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        try:
+            assert process.stderr is not None
+            assert process.stderr.readline() == "joined listen-plain as me\n"
+            send(hello_server.address, "listen-plain", "eve", "\x1b[2Jtwo\nlines")
+            send(hello_server.address, "listen-plain", "me", "mine")
+            out, err = process.communicate(timeout=TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 0, err
+        lines = out.splitlines()
+        assert len(lines) == 2
+        assert lines[0][8:] == " eve: \\x1b[2Jtwo\\nlines"
+        assert lines[1][8:] == " me (you): mine"
+        datetime.strptime(lines[0][:8], "%H:%M:%S")
+
+    def test_ctrl_c_stops_listen_with_exit_130(self, hello_server: ServerProcess) -> None:
+        """SIGINT ends listen without a traceback, status 130, and the member leaves."""
+        listener = Listener(hello_server.address, "listen-int", "logger")
+        try:
+            listener.wait_joined()
+            listener.process.send_signal(signal.SIGINT)
+            assert listener.process.wait(TIMEOUT) == 130
+            assert "Traceback" not in listener.drain_stderr()
+        finally:
+            listener.stop()
+
+    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
+        """listen with nothing at --server: exit 3, one line."""
+        result = run_chat(["listen", "--server", dead_address, "--room", "r", "--user", "u"])
+        assert result.returncode == 3
+        assert_one_error_line(result, "cannot reach server")
+
+
+class TestPipedInput:
+    def test_each_line_is_sent_in_order_blank_lines_skipped(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """Piped lines (any line ending, last one unterminated) arrive in order; exit 0."""
+        with listening(hello_server.address, "piped") as observer:
+            result = run_chat(
+                who(hello_server, "piped", "piper"),
+                stdin="first\n\n   \nsecond\r\nthird é\n[b]fourth[/b]",
+            )
+            assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+            texts = [observer.next_message() for _ in range(4)]
+        assert [m["text"] for m in texts] == ["first", "second", "third é", "[b]fourth[/b]"]
+        assert {m["id"] for m in texts} == {"piper"}
+        assert [m["seq"] for m in texts] == sorted(m["seq"] for m in texts)
+
+    def test_no_input_sends_nothing_and_exits_0(self, hello_server: ServerProcess) -> None:
+        """Empty stdin: nothing to send, nothing to fail; exit 0 even without members."""
+        result = run_chat(who(hello_server, "nobody-here"), stdin="")
+        assert (result.returncode, result.stderr) == (0, "")
+
+    def test_a_room_nobody_is_in_fails_the_first_line_with_exit_1(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """Piped mode does not join, so a room without members is an error, not silence."""
+        result = run_chat(who(hello_server, "piped-empty"), stdin="hello\nworld\n")
+        assert result.returncode == 1
+        assert_one_error_line(
+            result, "line 1 not sent: room 'piped-empty' does not exist: nobody has joined it"
+        )
+
+    def test_a_refused_line_stops_the_input_there(self, hello_server: ServerProcess) -> None:
+        """A line the server refuses: the lines before it went out, none after; exit 1."""
+        too_long = "x" * (64 * 1024 + 1)
+        with listening(hello_server.address, "piped-stop") as observer:
+            result = run_chat(
+                who(hello_server, "piped-stop", "piper"), stdin=f"one\n{too_long}\nthree\n"
+            )
+            assert result.returncode == 1
+            assert_one_error_line(result, "line 2 not sent: message text is 65537 bytes")
+            send(hello_server.address, "piped-stop", "marker", "after")
+            assert observer.next_text() == "one"
+            assert observer.next_text() == "after"  # "three" was never sent
+
+    def test_invalid_utf8_is_refused_with_its_line_number(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """Bytes that are not UTF-8 stop the input with exit 1 and the line number."""
+        with listening(hello_server.address, "piped-bytes"):
+            result = run_chat(who(hello_server, "piped-bytes"), stdin=b"ok\n\xff\xfe\n")
+        assert result.returncode == 1
+        assert_one_error_line(result, "line 2 not sent: it is not valid UTF-8 text")
+
+    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
+        """Piped input with nothing at --server: exit 3, one line."""
+        result = run_chat(["--server", dead_address, "--room", "r", "--user", "u"], stdin="x\n")
+        assert result.returncode == 3
+        assert_one_error_line(result, "line 1 not sent: cannot reach server")
+
+
+class TestUsage:
+    @pytest.mark.parametrize("command", [[], ["send"], ["listen"]], ids=["room", "send", "listen"])
+    def test_every_command_has_help_with_examples(self, command: list[str]) -> None:
+        """--help works on every command and shows examples and exit codes."""
+        result = run_chat([*command, "--help"])
+        assert result.returncode == 0, result.stderr
+        assert "Examples:" in result.stdout
+        assert "Exit codes:" in result.stdout
+        assert "hello-chat" in result.stdout
+
+    def test_python_m_hello_client_is_the_same_command(self) -> None:
+        """`python -m hello_client` runs hello-chat too."""
+        result = subprocess.run(
+            [sys.executable, "-m", "hello_client", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0
+        assert result.stdout.startswith("Usage: hello-chat ")
+
+    @pytest.mark.parametrize(
+        ("args", "fragment"),
+        [
+            ([], "missing --room and --user"),
+            (["--room", "r"], "missing --user"),
+            (["listen", "--room", "r", "--user", "u", "--count", "0"], "--count"),
+            (["send", "--room", "r", "--user", "u"], "TEXT"),
+            (["--room", "r", "send", "--user", "u", "x"], "put --room after the command name"),
+            (["--bogus"], "No such option"),
+        ],
+    )
+    def test_usage_errors_exit_2(self, args: list[str], fragment: str) -> None:
+        """Bad or missing options: exit 2 and a message naming the problem, no traceback."""
+        result = run_chat(args, stdin="")
+        assert result.returncode == 2
+        assert fragment in result.stderr
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,173 @@
+"""The hello_client library against a real in-process hello server, over real gRPC.
+
+What hello-chat and scripts rely on: ``join`` returns once the server has
+acknowledged the join, ``send`` delivers, leaving removes the member at once,
+and every failure is one of a few exceptions with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hello_client import (
+    ChatClient,
+    ChatMessage,
+    Evicted,
+    HelloError,
+    InvalidInput,
+    RoomNotFound,
+    ServerUnavailable,
+    Subscription,
+)
+from hello_server import ChatServer, QueueLimits, ServerConfig, run_server
+from tests.conftest import hub_until, member_users, within
+
+
+@pytest.fixture
+async def client(server: ChatServer) -> AsyncIterator[ChatClient]:
+    async with ChatClient(server.address) as chat:
+        yield chat
+
+
+class TestJoinAndSend:
+    async def test_join_returns_once_the_member_is_registered(
+        self, server: ChatServer, client: ChatClient
+    ) -> None:
+        """When join returns, the server already counts the caller as a member."""
+        async with await within(client.join("lobby", "alice", "Alice")) as room:
+            assert member_users(server, "lobby") == ["alice"]
+            assert (room.room, room.user) == ("lobby", "alice")
+
+    async def test_a_sent_message_arrives_with_sender_room_text_time_and_seq(
+        self, client: ChatClient
+    ) -> None:
+        """send returns the seq the delivered message carries; the timestamp is the server's."""
+        async with await client.join("lobby", "alice") as room:
+            before = datetime.now(UTC)
+            seq = await client.send("lobby", "bob", "hi [b]there[/b] \x1b[31m é")
+            message = await within(anext(room))
+        assert isinstance(message, ChatMessage)
+        assert (message.sender, message.room, message.text, message.seq) == (
+            "bob",
+            "lobby",
+            "hi [b]there[/b] \x1b[31m é",
+            seq,
+        )
+        assert message.timestamp.tzinfo is not None
+        assert abs(message.timestamp - before) < timedelta(seconds=30)
+
+    async def test_messages_from_one_sender_arrive_in_order(self, client: ChatClient) -> None:
+        """Sends that each waited for their reply arrive in the order sent (as piped mode needs)."""
+        async with await client.join("order", "reader") as room:
+            for n in range(20):
+                await client.send("order", "writer", f"line {n}")
+            received = [(await within(anext(room))).text for _ in range(20)]
+        assert received == [f"line {n}" for n in range(20)]
+
+    async def test_closing_the_subscription_removes_the_member_and_the_room(
+        self, server: ChatServer, client: ChatClient
+    ) -> None:
+        """Leaving ends the Join call; the server drops the member and the empty room."""
+        room = await client.join("brief", "alice")
+        await room.close()
+        await hub_until(server, lambda: not server.hub.has_room("brief"))
+        with pytest.raises(RoomNotFound):
+            await client.send("brief", "alice", "anyone?")
+
+    async def test_closing_the_client_ends_its_subscriptions(self, server: ChatServer) -> None:
+        """Closing the ChatClient (as hello-chat does on exit) removes its members too."""
+        async with ChatClient(server.address) as chat:
+            await chat.join("closing", "alice")
+            assert server.hub.has_room("closing")
+        await hub_until(server, lambda: not server.hub.has_room("closing"))
+
+
+class TestFailures:
+    async def test_sending_to_a_room_nobody_is_in(self, client: ChatClient) -> None:
+        """RoomNotFound, saying that nobody has joined the room."""
+        with pytest.raises(RoomNotFound, match="room 'ghost' does not exist: nobody has joined"):
+            await client.send("ghost", "alice", "hello?")
+
+    @pytest.mark.parametrize(
+        ("room", "user", "text", "reason"),
+        [
+            ("lobby", "alice", "", "message text is empty"),
+            ("lobby", " alice", "hi", "starts or ends with whitespace"),
+            ("lob\x1bby", "alice", "hi", "control or invisible characters"),
+        ],
+    )
+    async def test_invalid_input_on_send(
+        self, client: ChatClient, room: str, user: str, text: str, reason: str
+    ) -> None:
+        """InvalidInput carries the server's reason."""
+        async with await client.join("lobby", "keeper"):
+            with pytest.raises(InvalidInput, match=reason):
+                await client.send(room, user, text)
+
+    async def test_invalid_input_on_join(self, client: ChatClient) -> None:
+        """A join the server refuses raises at join, not at the first read."""
+        with pytest.raises(InvalidInput, match="user id is empty"):
+            await client.join("lobby", "")
+
+    async def test_text_over_the_clients_size_limit(self, server: ChatServer) -> None:
+        """A text larger than the channel allows is InvalidInput, not a lost connection."""
+        async with (
+            ChatClient(server.address, max_text_bytes=1024) as chat,
+            await chat.join("big", "keeper"),
+        ):
+            with pytest.raises(InvalidInput, match="too large"):
+                await chat.send("big", "alice", "x" * 100_000)
+
+    async def test_no_server_is_server_unavailable(self) -> None:
+        """Nothing listening: ServerUnavailable naming the address and the reason."""
+        with socket.socket() as sock:  # bound, never listening: connections are refused
+            sock.bind(("127.0.0.1", 0))
+            address = f"127.0.0.1:{sock.getsockname()[1]}"
+            async with ChatClient(address) as chat:
+                with pytest.raises(ServerUnavailable, match="connection refused") as refused:
+                    await within(chat.send("r", "alice", "hi"))
+                with pytest.raises(ServerUnavailable):
+                    await within(chat.join("r", "alice"))
+        assert str(refused.value).startswith(f"cannot reach server {address}: ")
+
+    async def test_server_shutdown_ends_the_subscription(self) -> None:
+        """A draining server ends the stream with ServerUnavailable "is shutting down"."""
+        async with (
+            run_server(ServerConfig(port=0, grace_seconds=5)) as running,
+            ChatClient(running.address) as chat,
+        ):
+            room = await chat.join("doomed", "alice")
+            stopping = asyncio.create_task(running.stop())
+            with pytest.raises(ServerUnavailable, match="is shutting down"):
+                await within(anext(room))
+            await room.close()
+            await within(stopping)
+
+    async def test_a_member_that_does_not_read_is_evicted(self) -> None:
+        """A stalled subscription, once read again, yields what was queued, then Evicted."""
+        config = ServerConfig(port=0, queue=QueueLimits(max_messages=8, max_bytes=1 << 20))
+        async with (
+            run_server(config) as running,
+            ChatClient(running.address) as chat,
+            await chat.join("flood", "sleepy") as stalled,
+            await chat.join("flood", "keeper"),
+        ):
+            text = "z" * 16_384
+            sent = 0
+            while "sleepy" in member_users(running, "flood"):
+                assert sent < 8192, "the stalled member was never evicted"
+                await chat.send("flood", "talker", text)
+                sent += 1
+            with pytest.raises(Evicted, match="too slow") as evicted:
+                await within(_read_to_the_end(stalled))
+        assert isinstance(evicted.value, HelloError)
+
+
+async def _read_to_the_end(subscription: Subscription) -> None:
+    async for _ in subscription:
+        pass
