@@ -19,6 +19,7 @@ from tests.conftest import (
     read_messages,
     rpc_error,
     send,
+    within,
 )
 
 Stub = hello_pb2_grpc.ChatRoomStub
@@ -30,7 +31,7 @@ class TestJoinAcknowledgement:
     ) -> None:
         """When Join's initial metadata arrives, the hub already holds the member and its room."""
         call = stub.Join(pb.JoinRequest(roomID="lobby", user=pb.User(id="alice", name="Alice")))
-        await call.initial_metadata()
+        await within(call.initial_metadata())
         # No waiting here: the acknowledgement itself is the guarantee.
         assert server.hub.has_room("lobby")
         [member] = server.hub.members("lobby")
