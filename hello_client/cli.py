@@ -37,6 +37,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT: a scripting command stopped by Ctrl-C
 SERVER_ENV = "HELLO_SERVER"
 DEBUG_ENV = "HELLO_DEBUG"
 PROG = "hello-chat"
+_READ_AHEAD = 256  # piped lines read but not yet sent
 
 # "\b" keeps click from re-wrapping the paragraph that follows it.
 ROOM_EXAMPLES = """\b
@@ -280,22 +281,30 @@ async def _stdin_lines() -> AsyncIterator[tuple[int, str]]:
     """Number and text of each non-blank line of stdin (any line ending).
 
     A daemon thread reads, so that a slow producer (``tail -f log | ...``)
-    never blocks the event loop and Ctrl-C is not held up by a pending read.
+    never blocks the event loop and Ctrl-C is not held up by a pending read;
+    a semaphore keeps it at most ``_READ_AHEAD`` lines ahead of the sends.
     """
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
+    lines: asyncio.Queue[bytes | OSError | None] = asyncio.Queue()
+    slots = threading.Semaphore(_READ_AHEAD)
 
     def read() -> None:
+        item: bytes | OSError | None = None
         try:
             for raw in sys.stdin.buffer:
-                asyncio.run_coroutine_threadsafe(queue.put(raw), loop).result()
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-        except Exception:  # the loop is gone: hello-chat is exiting
-            return
+                slots.acquire()
+                loop.call_soon_threadsafe(lines.put_nowait, raw)
+        except OSError as error:
+            item = error
+        with contextlib.suppress(RuntimeError):  # the loop is closed: hello-chat is exiting
+            loop.call_soon_threadsafe(lines.put_nowait, item)
 
     threading.Thread(target=read, name="stdin-lines", daemon=True).start()
     number = 0
-    while (raw := await queue.get()) is not None:
+    while (raw := await lines.get()) is not None:
+        slots.release()
+        if isinstance(raw, OSError):
+            raise HelloError(f"cannot read the input after line {number}: {raw.strerror}")
         number += 1
         raw = raw.removesuffix(b"\n").removesuffix(b"\r")
         try:

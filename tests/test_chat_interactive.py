@@ -37,7 +37,7 @@ from tests.chat_helpers import (
 )
 from tests.procs import ServerProcess, server_process
 
-pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is needed for terminal tests")
+needs_tmux = pytest.mark.skipif(TMUX is None, reason="the terminal tests drive tmux")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def settled(term: Tmux, name: str, text: str, prompt: str) -> str:
     return term.wait_for(name, lambda screen: text in screen and prompt_line(screen) == prompt)
 
 
+@needs_tmux
 class TestChatting:
     def test_a_line_typed_in_one_terminal_shows_in_the_other(
         self, hello_server: ServerProcess, term: Tmux
@@ -149,6 +150,7 @@ class TestChatting:
         assert "".join(words) in shown  # nothing cut, the long word folded
 
 
+@needs_tmux
 class TestHostileText:
     def test_escape_sequences_show_as_inert_text(
         self, hello_server: ServerProcess, term: Tmux
@@ -165,6 +167,7 @@ class TestHostileText:
         assert term.title("hana") == before != "title"
 
 
+@needs_tmux
 class TestLeaving:
     def test_quit_ends_the_member_and_the_room(
         self, hello_server: ServerProcess, term: Tmux
@@ -196,6 +199,7 @@ class TestLeaving:
         wait_until_room_gone(hello_server.address, room)
 
 
+@needs_tmux
 class TestServerTrouble:
     def test_no_server_gives_one_line_and_exit_3(self, term: Tmux) -> None:
         """With nothing listening on the port, one error line and exit status 3."""
