@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -21,13 +21,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import SERVICE_NAME, frame_batch
 from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
-from hello_server.mailbox import CloseReason, MailboxClosed
+from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
 from hello_server.validation import InputLimits, InvalidInput, check_id, check_name, check_text
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[bytes, bytes]
 _M = TypeVar("_M", bound=ProtoMessage)
+_Deliver = Callable[[Mailbox, Context], Awaitable[None]]
 
 # A Join stream writes at most this many queued messages before it lets the
 # event loop run other work; a Subscribe batch carries at most this many.
@@ -77,45 +78,11 @@ class ChatRoomService:
 
     async def join(self, raw: bytes, context: Context) -> None:
         """Stream each of the room's messages as one ``hello.Message``."""
-        member = await self._enter(raw, context)
-        try:
-            await context.send_initial_metadata(())  # the join acknowledgement
-            mailbox = member.mailbox
-            while True:
-                for payload in await mailbox.take(MAX_BATCH):
-                    await context.write(payload)
-        except MailboxClosed as closed:
-            await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
-        finally:
-            self._hub.leave(member)
+        await self._serve_member(raw, context, self._write_each)
 
     async def subscribe(self, raw: bytes, context: Context) -> None:
-        """Stream the room's messages as ``hello.MessageBatch``es.
-
-        Each batch carries everything queued for the member. Coalescing
-        adapts to load: a message that finds the stream idle goes out at
-        once, alone; one that arrives within a linger period of the previous
-        write means the room is busy, so the stream gathers for one linger
-        period first. Busy rooms get fewer, larger writes; quiet rooms get
-        no added delay.
-        """
-        member = await self._enter(raw, context)
-        loop = asyncio.get_running_loop()
-        linger = self._linger
-        try:
-            await context.send_initial_metadata(())  # the join acknowledgement
-            mailbox = member.mailbox
-            last_write = -linger
-            while True:
-                await mailbox.wait()
-                if loop.time() - last_write < linger and len(mailbox) < MAX_BATCH:
-                    await asyncio.sleep(linger)
-                await context.write(frame_batch(mailbox.take_nowait(MAX_BATCH)))
-                last_write = loop.time()
-        except MailboxClosed as closed:
-            await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
-        finally:
-            self._hub.leave(member)
+        """Stream the room's messages as ``hello.MessageBatch``es."""
+        await self._serve_member(raw, context, self._write_batches)
 
     async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
         """Deliver a message to every member of an existing room."""
@@ -137,6 +104,45 @@ class ChatRoomService:
             await context.write(reply.SerializeToString())
 
     # -- helpers --------------------------------------------------------------
+
+    async def _serve_member(self, raw: bytes, context: Context, deliver: _Deliver) -> None:
+        """Register the caller, acknowledge, deliver until the call ends, remove."""
+        member = await self._enter(raw, context)
+        try:
+            await context.send_initial_metadata(())  # the join acknowledgement
+            await deliver(member.mailbox, context)
+        except MailboxClosed as closed:
+            await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
+        except grpc.aio.InternalError:
+            # A write failed because the call had already ended (the peer went
+            # away while flow control held the write): nobody is left to tell.
+            return
+        finally:
+            self._hub.leave(member)
+
+    @staticmethod
+    async def _write_each(mailbox: Mailbox, context: Context) -> None:
+        while True:
+            for payload in await mailbox.take(MAX_BATCH):
+                await context.write(payload)
+
+    async def _write_batches(self, mailbox: Mailbox, context: Context) -> None:
+        """Write everything queued as one batch, coalescing only when busy.
+
+        A message that finds the stream idle goes out at once, alone; one that
+        arrives within a linger period of the previous write means the room is
+        busy, so the stream gathers for one linger period first. Busy rooms
+        get fewer, larger writes; quiet rooms get no added delay.
+        """
+        loop = asyncio.get_running_loop()
+        linger = self._linger
+        last_write = -linger
+        while True:
+            await mailbox.wait()
+            if loop.time() - last_write < linger and len(mailbox) < MAX_BATCH:
+                await asyncio.sleep(linger)
+            await context.write(frame_batch(mailbox.take_nowait(MAX_BATCH)))
+            last_write = loop.time()
 
     async def _enter(self, raw: bytes, context: Context) -> Member:
         """Validate a JoinRequest and register the caller as a member."""
