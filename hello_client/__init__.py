@@ -9,6 +9,7 @@ async with ChatClient("127.0.0.1:8080") as client:
 
 from hello_client.client import ChatClient, ChatMessage, Subscription
 from hello_client.errors import Evicted, HelloError, InvalidInput, RoomNotFound, ServerUnavailable
+from hello_client.sender import StreamSender
 
 __all__ = [
     "ChatClient",
@@ -18,5 +19,6 @@ __all__ = [
     "InvalidInput",
     "RoomNotFound",
     "ServerUnavailable",
+    "StreamSender",
     "Subscription",
 ]
