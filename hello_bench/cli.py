@@ -9,6 +9,7 @@ reverse order) so slow drifts in machine load hit every server alike.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -138,7 +139,7 @@ def bench(
             json_out, records, command=sys.argv, settings=settings, errors=errors, info=info
         )
     if markdown:
-        sys.stdout.write(report.markdown(records))
+        sys.stdout.write(report.markdown(records, info))
     else:
         width = None if sys.stdout.isatty() else max(shutil.get_terminal_size().columns, 200)
         report.print_tables(records, Console(width=width))
@@ -150,6 +151,8 @@ def bench(
 
 
 def main() -> None:
+    # The children inherit this: gRPC core's own log lines would garble the output.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     app()
 
 

@@ -204,6 +204,7 @@ _FANOUT_COLUMNS = (
     "lost",
     "dup",
     "server CPU %",
+    "deliveries / server CPU-s",
     "server RSS MB",
     "load CPU %",
     "notes",
@@ -253,6 +254,7 @@ def _fanout_row(record: FanoutRecord, records: Sequence[Record]) -> list[str]:
         str(record.lost),
         str(record.duplicated),
         cell(lambda r: r.server_cpu_pct),
+        cell(lambda r: r.deliveries_per_cpu_s),
         cell(lambda r: r.server_rss_mb),
         cell(lambda r: r.load_cpu_pct),
         ", ".join(notes),
@@ -312,9 +314,11 @@ def print_tables(records: Sequence[Record], console: Console) -> None:
         console.print(table)
 
 
-def markdown(records: Sequence[Record]) -> str:
+def markdown(records: Sequence[Record], info: dict[str, object] | None = None) -> str:
     """The same tables as GitHub markdown, for docs/benchmarks.md."""
     parts = []
+    if info:
+        parts.append("Machine: " + ", ".join(f"{key} {value}" for key, value in info.items()))
     for title, header, rows in tables(records):
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + " --- |" * len(header))
@@ -357,6 +361,7 @@ def _run_json(record: Record, records: Sequence[Record]) -> dict[str, object]:
             "latency_p50_ms": _ratio(record.latency.p50_ms, base.latency.p50_ms),
             "latency_p99_ms": _ratio(record.latency.p99_ms, base.latency.p99_ms),
             "server_cpu_pct": _ratio(record.server_cpu_pct, base.server_cpu_pct),
+            "deliveries_per_cpu_s": _ratio(record.deliveries_per_cpu_s, base.deliveries_per_cpu_s),
             "server_rss_mb": _ratio(record.server_rss_mb, base.server_rss_mb),
             "load_cpu_pct": _ratio(record.load_cpu_pct, base.load_cpu_pct),
         }

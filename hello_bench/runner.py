@@ -70,6 +70,9 @@ class FanoutRecord:
     server_cpu_pct: float
     server_rss_mb: float
     load_cpu_pct: float
+    # Deliveries per second of server CPU: what one full core would carry if the
+    # server scaled linearly; less sensitive than deliveries/s to other load.
+    deliveries_per_cpu_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +200,7 @@ def run_fanout(
         server_cpu_pct=100 * server_cpu / seconds,
         server_rss_mb=rss / 2**20,
         load_cpu_pct=100 * load_cpu / seconds,
+        deliveries_per_cpu_s=outcome.deliveries_in_window / server_cpu if server_cpu else 0.0,
     )
 
 
