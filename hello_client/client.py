@@ -53,7 +53,25 @@ class ChatMessage:
         )
 
 
-class Subscription:
+class AsyncClosing:
+    """``async with`` for an object with an async ``close()``: closes on exit."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Subscription(AsyncClosing):
     """A joined room: iterate it for messages; close it (or exit) to leave."""
 
     def __init__(
@@ -100,19 +118,8 @@ class Subscription:
         """Leave the room: the server removes the member when the call ends."""
         self._call.cancel()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class ChatClient:
+class ChatClient(AsyncClosing):
     """One channel to a hello server. Use as ``async with ChatClient(...)``."""
 
     def __init__(
@@ -150,17 +157,6 @@ class ChatClient:
             response_deserializer=pb.Exit.FromString,
         )
         self._subscribe_unimplemented = not batched
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from types import TracebackType
-from typing import Self
 
 import grpc
 
-from hello_client.client import ChatClient
+from hello_client.client import AsyncClosing, ChatClient
 from hello_client.errors import ServerUnavailable, from_rpc_error, from_status
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import SEND_METHOD, SEND_STREAM_METHOD
@@ -32,7 +30,7 @@ class _Unimplemented(Exception):
     """The server has no SendStream: fall back to SendMessage."""
 
 
-class StreamSender:
+class StreamSender(AsyncClosing):
     """Pipelined, individually acknowledged sends. Use ``async with``."""
 
     def __init__(self, channel: grpc.aio.Channel, target: str) -> None:
@@ -86,17 +84,6 @@ class StreamSender:
             with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
                 await call.done_writing()
         await reader
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _stream(self) -> SendCall:
         if self._call is None:
