@@ -84,6 +84,10 @@ def bench(
         int,
         typer.Option(help="Deliveries owed to the readers before the senders wait.", min=1),
     ] = DEFAULT_WINDOW,
+    in_flight: Annotated[
+        int | None,
+        typer.Option(help="Sends in flight per room, instead of each scenario's own.", min=1),
+    ] = None,
     drain_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for stragglers after sending.", min=1, max=120)
     ] = 15.0,
@@ -104,7 +108,11 @@ def bench(
         typer.echo(f"hello-bench: unknown scenario {', '.join(unknown)}", err=True)
         raise typer.Exit(EXIT_USAGE)
     settings = Settings(
-        duration=duration, window=window, drain_timeout=drain_timeout, idle_streams=idle_streams
+        duration=duration,
+        window=window,
+        in_flight=in_flight,
+        drain_timeout=drain_timeout,
+        idle_streams=idle_streams,
     )
     signal.signal(signal.SIGTERM, _terminate)
     progress = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -43,6 +43,7 @@ _T = TypeVar("_T")
 class Settings:
     duration: float = 5.0
     window: int = DEFAULT_WINDOW
+    in_flight: int | None = None  # None: each scenario's own
     drain_timeout: float = 15.0
     idle_streams: int = 2000
     probes: int = 100
@@ -160,7 +161,7 @@ def run_fanout(
         rooms=scenario.rooms,
         readers=scenario.readers,
         stalled=scenario.stalled if stalled else 0,
-        in_flight=scenario.in_flight,
+        in_flight=settings.in_flight or scenario.in_flight,
         text_bytes=scenario.text_bytes,
         window=settings.window,
         drain_timeout=settings.drain_timeout,
