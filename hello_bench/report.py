@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from google.protobuf import __version__ as protobuf_version
 from rich.console import Console
 from rich.table import Table
 
+import hello_server
 from hello_bench.runner import FanoutRecord, IdleRecord, Settings
 from hello_bench.scenarios import BASELINE, HELLO_JOIN, HELLO_STREAMING, HELLO_SUBSCRIBE
 
@@ -48,6 +50,7 @@ def machine() -> dict[str, object]:
     except OSError:
         pass
     return {
+        "hello_commit": _commit(),
         "nproc": os.cpu_count(),
         "cpu_model": model,
         "python": platform.python_version(),
@@ -56,6 +59,22 @@ def machine() -> dict[str, object]:
         "platform": platform.platform(),
         "load_average": os.getloadavg(),
     }
+
+
+def _commit() -> str:
+    """The measured checkout's git commit, when the code runs from one."""
+    source = Path(hello_server.__file__).resolve().parent.parent
+    try:
+        described = subprocess.run(
+            ["git", "-C", str(source), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return described.stdout.strip()
 
 
 # -- ratios ------------------------------------------------------------------------
