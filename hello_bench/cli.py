@@ -115,7 +115,7 @@ def bench(
         idle_streams=idle_streams,
     )
     signal.signal(signal.SIGTERM, _terminate)
-    progress = Console(stderr=True, highlight=False, soft_wrap=True)
+    progress = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
     info = report.machine()
     records: list[report.Record] = []
     errors: list[str] = []
