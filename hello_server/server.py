@@ -22,6 +22,7 @@ from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVER_KEEPALIVE_OPTIONS, SERVICE_NAME
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub
+from hello_server.loop_lag import LoopLag
 from hello_server.service import ChatRoomService, encode_message
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class ChatServer:
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._server: grpc.aio.Server | None = None
+        self._lag = LoopLag()
+        self._lag_task: asyncio.Task[None] | None = None
         self._port: int | None = None
 
     @property
@@ -66,7 +69,9 @@ class ChatServer:
                 *SERVER_KEEPALIVE_OPTIONS,
             ]
         )
-        service = ChatRoomService(self.hub, self.config.limits, self.config.batch_linger_seconds)
+        service = ChatRoomService(
+            self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag
+        )
         server.add_generic_rpc_handlers((service.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -90,6 +95,7 @@ class ChatServer:
         self._port = port
         await server.start()
         self._server = server
+        self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -116,6 +122,8 @@ class ChatServer:
         await server.stop(0)
         await draining
         self._server = None
+        if self._lag_task is not None:
+            self._lag_task.cancel()
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:

@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import SERVICE_NAME, frame_batch
 from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
+from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
 from hello_server.validation import InputLimits, InvalidInput, check_id, check_name, check_text
 
@@ -33,6 +34,12 @@ _Deliver = Callable[[Mailbox, Context], Awaitable[None]]
 # A Join stream writes at most this many queued messages before it lets the
 # event loop run other work; a Subscribe batch carries at most this many.
 MAX_BATCH = 512
+
+# A Subscribe stream also gathers while the event loop runs its timers late
+# by more than LAG_THRESHOLD (it is saturated, and each write costs far more
+# than its bytes), for as long as the lateness, at most MAX_LAG_LINGER.
+LAG_THRESHOLD = 0.002
+MAX_LAG_LINGER = 0.050
 
 _CLOSE_STATUS = {
     CloseReason.EVICTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -55,10 +62,13 @@ def encode_message(envelope: Envelope) -> bytes:
 class ChatRoomService:
     """Maps the ChatRoom RPCs onto a `RoomHub`."""
 
-    def __init__(self, hub: RoomHub, limits: InputLimits, linger: float) -> None:
+    def __init__(
+        self, hub: RoomHub, limits: InputLimits, linger: float, lag: LoopLag | None = None
+    ) -> None:
         self._hub = hub
         self._limits = limits
         self._linger = linger
+        self._lag = lag or LoopLag()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         """The handler to register on a grpc.aio server."""
@@ -131,16 +141,24 @@ class ChatRoomService:
 
         A message that finds the stream idle goes out at once, alone; one that
         arrives within a linger period of the previous write means the room is
-        busy, so the stream gathers for one linger period first. Busy rooms
-        get fewer, larger writes; quiet rooms get no added delay.
+        busy, so the stream gathers for one linger period first; and while the
+        whole server is saturated (its loop runs late), every stream gathers
+        for about that lateness. Busy rooms and a busy server get fewer,
+        larger writes; a quiet room on a quiet server gets no added delay.
         """
         loop = asyncio.get_running_loop()
         linger = self._linger
+        lag = self._lag
         last_write = -linger
         while True:
             await mailbox.wait()
-            if loop.time() - last_write < linger and len(mailbox) < MAX_BATCH:
-                await asyncio.sleep(linger)
+            gather = linger if loop.time() - last_write < linger else 0.0
+            # A saturated loop: writes are the bottleneck, so gather for about
+            # one pass over the loop's work, bounded. Scheduler jitter is not load.
+            if lag.seconds > LAG_THRESHOLD:
+                gather = max(gather, min(lag.seconds, MAX_LAG_LINGER))
+            if gather and len(mailbox) < MAX_BATCH:
+                await asyncio.sleep(gather)
             await context.write(frame_batch(mailbox.take_nowait(MAX_BATCH)))
             last_write = loop.time()
 
