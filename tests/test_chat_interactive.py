@@ -239,7 +239,8 @@ def _message(text: str, sender: str = "bob", seq: int = 7) -> ChatMessage:
         sender=sender,
         room="lobby",
         text=text,
-        timestamp=datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
+        timestamp_ns=int(datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()) * 10**9
+        + 678_901_000,
         seq=seq,
     )
 
