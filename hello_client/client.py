@@ -31,6 +31,13 @@ from hello_protocol.wire import (
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 
 
+# A Join (one Message per read) or Subscribe (one MessageBatch per read) call.
+JoinCall = (
+    grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
+    | grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]
+)
+
+
 class ChatMessage(NamedTuple):
     """A message as delivered by the server.
 
@@ -86,8 +93,7 @@ class Subscription(AsyncClosing):
 
     def __init__(
         self,
-        call: grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
-        | grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch],
+        call: JoinCall,
         *,
         batched: bool,
         target: str,
@@ -198,8 +204,7 @@ class ChatClient(AsyncClosing):
 
     async def _open(
         self,
-        call: grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
-        | grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch],
+        call: JoinCall,
         batched: bool,
         room: str,
         user: str,
