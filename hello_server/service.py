@@ -161,6 +161,7 @@ class ChatRoomService:
                 await asyncio.sleep(gather)
             await context.write(frame_batch(mailbox.take_nowait(MAX_BATCH)))
             last_write = loop.time()
+            lag.want()
 
     async def _enter(self, raw: bytes, context: Context) -> Member:
         """Validate a JoinRequest and register the caller as a member."""
