@@ -13,7 +13,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 # Busy Subscribe streams gather for this long per batch: long enough to cut
 # the number of writes (each costs far more than its bytes), short enough to
-# keep latency low. Quiet streams never wait (see ChatRoomService.subscribe).
+# keep latency low. Quiet streams never wait (see ChatRoomService._write_batches).
 DEFAULT_LINGER_SECONDS = 0.005
 
 # A member may fall this far behind before it is evicted. Measured on a busy
@@ -38,7 +38,6 @@ class ServerConfig:
     )
     grace_seconds: float = 5.0
     log_level: str = "info"
-    # How long a busy Subscribe stream gathers messages into one batch.
     batch_linger_seconds: float = DEFAULT_LINGER_SECONDS
 
     def __post_init__(self) -> None:

@@ -2,8 +2,8 @@
 
 Start binds and serves the chat, health and reflection services. Stop drains:
 health turns NOT_SERVING, the hub refuses new work and ends every open
-stream with UNAVAILABLE "server shutting down", then gRPC waits up to the
-grace period for calls in flight.
+stream with UNAVAILABLE "server shutting down", then the server stops once
+the last member is gone, or at the end of the grace period.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -28,7 +27,6 @@ from hello_server.validation import InputLimits, InvalidInput, check_id, check_n
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[bytes, bytes]
-_M = TypeVar("_M", bound=ProtoMessage)
 _Deliver = Callable[[Mailbox, Context], Awaitable[None]]
 
 # A Join stream writes at most this many queued messages before it lets the
@@ -164,17 +162,11 @@ class ChatRoomService:
             lag.want()
 
     async def _enter(self, raw: bytes, context: Context) -> Member:
-        """Validate a JoinRequest and register the caller as a member."""
-        request = await self._parse(pb.JoinRequest, raw, context)
+        """Register the caller as a member, or end the call with the refusal."""
         try:
-            check_id("room id", request.roomID, self._limits)
-            check_id("user id", request.user.id, self._limits)
-            check_name(request.user.name, self._limits)
-            member = self._hub.join(request.roomID, request.user.id, request.user.name)
-        except InvalidInput as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except HubClosed as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            member = self._admit(raw)
+        except Refusal as refusal:
+            await context.abort(refusal.code, refusal.detail)
         # The stream's task is cancelled when the call ends, which runs the
         # handler's ``finally``; the callback also covers a call that ends
         # before the handler resumes. ``leave`` is idempotent.
@@ -182,6 +174,17 @@ class ChatRoomService:
         # callable taking the context is what grpc.aio actually accepts.
         context.add_done_callback(lambda _: self._hub.leave(member))  # type: ignore[arg-type]
         return member
+
+    def _admit(self, raw: bytes) -> Member:
+        """Validate a serialised JoinRequest and join; raise `Refusal` if refused."""
+        try:
+            request = pb.JoinRequest.FromString(raw)
+            check_id("room id", request.roomID, self._limits)
+            check_id("user id", request.user.id, self._limits)
+            check_name(request.user.name, self._limits)
+            return self._hub.join(request.roomID, request.user.id, request.user.name)
+        except _REFUSABLE as error:
+            raise Refusal.of(error, pb.JoinRequest) from None
 
     def _accept(self, raw: bytes) -> Envelope:
         """Validate a serialised Message and publish it; raise `Refusal` if refused."""
@@ -191,21 +194,12 @@ class ChatRoomService:
             check_id("sender id", request.id, self._limits)
             check_text(request.message, self._limits)
             return self._hub.publish(request.roomID, request.id, request.message)
-        except DecodeError:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, _not_valid(pb.Message)) from None
-        except InvalidInput as error:
-            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
-        except RoomNotFound as error:
-            raise Refusal(grpc.StatusCode.NOT_FOUND, str(error)) from None
-        except HubClosed as error:
-            raise Refusal(grpc.StatusCode.UNAVAILABLE, str(error)) from None
+        except _REFUSABLE as error:
+            raise Refusal.of(error, pb.Message) from None
 
-    @staticmethod
-    async def _parse(kind: type[_M], raw: bytes, context: Context) -> _M:
-        try:
-            return kind.FromString(raw)
-        except DecodeError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _not_valid(kind))
+
+# What a request can be refused for; `Refusal.of` gives each its status.
+_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed)
 
 
 class Refusal(Exception):
@@ -216,6 +210,16 @@ class Refusal(Exception):
         self.code = code
         self.detail = detail
 
-
-def _not_valid(kind: type[ProtoMessage]) -> str:
-    return f"the request is not a valid {kind.DESCRIPTOR.full_name}"
+    @classmethod
+    def of(cls, error: Exception, kind: type[ProtoMessage]) -> Refusal:
+        """The status for one of the `_REFUSABLE` errors, met handling a ``kind``."""
+        if isinstance(error, DecodeError):
+            return cls(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid {kind.DESCRIPTOR.full_name}",
+            )
+        if isinstance(error, InvalidInput):
+            return cls(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        if isinstance(error, RoomNotFound):
+            return cls(grpc.StatusCode.NOT_FOUND, str(error))
+        return cls(grpc.StatusCode.UNAVAILABLE, str(error))  # HubClosed
