@@ -271,7 +271,7 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
             client = ChatClient(address, batched=load.batched)
             stack.push_async_callback(client.close)
             if load.stream_send:
-                sender = StreamSender.of(client)
+                sender = StreamSender(client)
                 stack.push_async_callback(sender.close)
                 senders.append(sender.send)
             else:

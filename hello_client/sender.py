@@ -19,7 +19,7 @@ import grpc
 from hello_client.client import AsyncClosing, ChatClient
 from hello_client.errors import ServerUnavailable, from_rpc_error, from_status
 from hello_protocol import hello_pb2 as pb
-from hello_protocol.wire import SEND_METHOD, SEND_STREAM_METHOD
+from hello_protocol.wire import SEND_STREAM_METHOD
 
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -33,15 +33,12 @@ class _Unimplemented(Exception):
 class StreamSender(AsyncClosing):
     """Pipelined, individually acknowledged sends. Use ``async with``."""
 
-    def __init__(self, channel: grpc.aio.Channel, target: str) -> None:
-        self._target = target
-        self._open_stream = channel.stream_stream(
+    def __init__(self, client: ChatClient) -> None:
+        """A sender over ``client``'s channel; falls back to ``client.send``."""
+        self._client = client
+        self._target = client.target
+        self._open_stream = client.channel.stream_stream(
             SEND_STREAM_METHOD,
-            request_serializer=pb.Message.SerializeToString,
-            response_deserializer=pb.Exit.FromString,
-        )
-        self._send_unary = channel.unary_unary(
-            SEND_METHOD,
             request_serializer=pb.Message.SerializeToString,
             response_deserializer=pb.Exit.FromString,
         )
@@ -51,16 +48,11 @@ class StreamSender(AsyncClosing):
         self._write_lock = asyncio.Lock()
         self._unimplemented = False
 
-    @classmethod
-    def of(cls, client: ChatClient) -> StreamSender:
-        """A sender over ``client``'s channel."""
-        return cls(client.channel, client.target)
-
     async def send(self, room: str, user: str, text: str) -> int:
         """Send one message; return its sequence number once the server accepted it."""
-        message = pb.Message(id=user, roomID=room, message=text)
         if self._unimplemented:
-            return await self._send_one(message)
+            return await self._client.send(room, user, text)
+        message = pb.Message(id=user, roomID=room, message=text)
         ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         # Acks come back in write order, so queue the future and write under one lock.
         async with self._write_lock:
@@ -73,7 +65,7 @@ class StreamSender(AsyncClosing):
             return await ack
         except _Unimplemented:
             self._unimplemented = True
-            return await self._send_one(message)
+            return await self._client.send(room, user, text)
 
     async def close(self) -> None:
         """Finish the stream after the acknowledgements still due."""
@@ -117,10 +109,3 @@ class StreamSender(AsyncClosing):
                 ack = self._pending.popleft()
                 if not ack.done():
                     ack.set_exception(failure)
-
-    async def _send_one(self, message: pb.Message) -> int:
-        try:
-            reply: pb.Exit = await self._send_unary(message)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, self._target) from None
-        return reply.seq

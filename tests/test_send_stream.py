@@ -64,7 +64,7 @@ class TestStreamSender:
         """Many sends in flight each return the seq of their own message."""
         async with ChatClient(server.address) as client, asyncio.timeout(TIMEOUT):
             room = await client.join("r", "reader")
-            async with StreamSender.of(client) as sender:
+            async with StreamSender(client) as sender:
                 texts = [f"m{i}" for i in range(200)]
                 seqs = await asyncio.gather(*(sender.send("r", "bot", t) for t in texts))
             by_seq = {}
@@ -79,7 +79,7 @@ class TestStreamSender:
         """A refused send raises the library's error; the next send still succeeds."""
         async with ChatClient(server.address) as client, asyncio.timeout(TIMEOUT):
             room = await client.join("r", "reader")
-            async with StreamSender.of(client) as sender:
+            async with StreamSender(client) as sender:
                 with pytest.raises(RoomNotFound, match="nowhere"):
                     await sender.send("nowhere", "bot", "x")
                 with pytest.raises(InvalidInput, match="sender id is empty"):
@@ -118,7 +118,7 @@ async def test_falls_back_to_send_message_without_send_stream(original_only_serv
     async with ChatClient(original_only_server) as client, asyncio.timeout(TIMEOUT):
         room = await client.join("r", "reader")
         assert not room.batched
-        async with StreamSender.of(client) as sender:
+        async with StreamSender(client) as sender:
             assert await sender.send("r", "bot", "one") == 1
             assert await sender.send("r", "bot", "two") == 2
         assert [(await anext(room)).text for _ in range(2)] == ["one", "two"]
