@@ -38,6 +38,11 @@ def from_status(code: grpc.StatusCode, detail: str, target: str) -> HelloError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidInput(detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if "Received message larger than max" in detail:
+            return HelloError(
+                f"server {target} sent a message larger than this client accepts ({detail}); "
+                "give the client the server's text limit (max_text_bytes)"
+            )
         if "larger than max" in detail:
             return InvalidInput(f"message too large for the server: {detail}")
         return Evicted(detail)
