@@ -13,9 +13,11 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from importlib import metadata
 
 import pytest
 
+from hello_client.address import server_target
 from tests.chat_helpers import (
     TIMEOUT,
     Listener,
@@ -86,6 +88,15 @@ class TestSend:
             result = run_chat(["send", *who(hello_server, "send-bad", " padded"), "hi"])
         assert result.returncode == 1
         assert_one_error_line(result, "sender id ' padded' starts or ends with whitespace")
+
+    def test_text_over_the_limit_is_refused_before_sending(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """69,700 characters: exit 1, the limit named in the server's words, not gRPC's."""
+        with listening(hello_server.address, "send-big"):
+            result = run_chat(["send", *who(hello_server, "send-big"), "x" * 69_700])
+        assert result.returncode == 1
+        assert_one_error_line(result, "message text is 69700 bytes; the limit is 65536 bytes")
 
     def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
         """Nothing listening at --server: exit 3, one line saying so."""
@@ -212,11 +223,12 @@ class TestPipedInput:
         assert result.returncode == 1
         assert_one_error_line(result, "line 2 not sent: it is not valid UTF-8 text")
 
-    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
-        """Piped input with nothing at --server: exit 3, one line."""
-        result = run_chat(["--server", dead_address, "--room", "r", "--user", "u"], stdin="x\n")
+    @pytest.mark.parametrize("stdin", ["x\n", ""], ids=["a-line", "no-lines"])
+    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str, stdin: str) -> None:
+        """Piped input with nothing at --server: exit 3, one line, even when there is no line."""
+        result = run_chat(["--server", dead_address, "--room", "r", "--user", "u"], stdin=stdin)
         assert result.returncode == 3
-        assert_one_error_line(result, "line 1 not sent: cannot reach server")
+        assert_one_error_line(result, f"cannot reach server {dead_address}")
 
 
 class TestUsage:
@@ -244,17 +256,100 @@ class TestUsage:
     @pytest.mark.parametrize(
         ("args", "fragment"),
         [
-            ([], "missing --room and --user"),
+            ([], "missing --room and --user (see hello-chat --help)"),
             (["--room", "r"], "missing --user"),
+            (["send", "--room", "r", "hi"], "missing --user (see hello-chat send --help)"),
             (["listen", "--room", "r", "--user", "u", "--count", "0"], "--count"),
+            (["listen", "--room", "r", "--user", "u", "--count", "x"], "--count"),
             (["send", "--room", "r", "--user", "u"], "TEXT"),
-            (["--room", "r", "send", "--user", "u", "x"], "put --room after the command name"),
-            (["--bogus"], "No such option"),
+            (["--bogus"], "no such option: --bogus"),
+            (["listen", "--bogus"], "no such option: --bogus"),
+            (["--name", "n", "send", "--room", "r", "--user", "u", "x"], "send does not join"),
+            (["shout"], "no such command"),
         ],
     )
-    def test_usage_errors_exit_2(self, args: list[str], fragment: str) -> None:
-        """Bad or missing options: exit 2 and a message naming the problem, no traceback."""
+    def test_usage_errors_are_one_line_and_exit_2(self, args: list[str], fragment: str) -> None:
+        """Missing options, bad values, unknown options: one `hello-chat: error:` line, exit 2."""
         result = run_chat(args, stdin="")
         assert result.returncode == 2
-        assert fragment in result.stderr
-        assert "Traceback" not in result.stderr
+        assert_one_error_line(result, fragment)
+
+    def test_version(self) -> None:
+        """--version prints the installed version and exits 0."""
+        result = run_chat(["--version"])
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout == f"hello-chat {metadata.version('hello-chat')}\n"
+
+
+class TestServerOption:
+    @pytest.mark.parametrize(
+        ("address", "fragment"),
+        [
+            ("127.0.0.1:99999", "the port 99999 is not in 1..65535"),
+            ("127.0.0.1:0", "the port 0 is not in 1..65535"),
+            (":8080", "the host is missing"),
+            ("http://127.0.0.1:8080", "give HOST:PORT without a scheme"),
+            ("localhost:", "the port after ':' is missing"),
+            ("host:http", "the port 'http' is not a number"),
+            ("::1", "put an IPv6 address in brackets: [::1]:8080"),
+            ("[::1", "closing bracket"),
+            ("[nope]:80", "is not an IPv6 address"),
+            ("a b:80", "is not a host name or IP address"),
+        ],
+    )
+    @pytest.mark.parametrize("where", ["before", "after"])
+    def test_a_bad_address_is_a_usage_error(self, address: str, fragment: str, where: str) -> None:
+        """An address that cannot work: exit 2 naming the problem, no connection attempted."""
+        server = ["--server", address]
+        send = ["send", "--room", "r", "--user", "u", "hi"]
+        args = [*server, *send] if where == "before" else [*send, *server]
+        result = run_chat(args)
+        assert result.returncode == 2
+        assert_one_error_line(result, f"invalid value for --server: {address!r}: ", fragment)
+
+    def test_a_bad_address_from_the_environment_names_the_variable(self) -> None:
+        """HELLO_SERVER is checked like --server, and the message says where it came from."""
+        result = run_chat(
+            ["listen", "--room", "r", "--user", "u"], env=child_env(HELLO_SERVER=":1")
+        )
+        assert result.returncode == 2
+        assert_one_error_line(result, "invalid value for HELLO_SERVER: ':1': the host is missing")
+
+    @pytest.mark.parametrize(
+        ("address", "target"),
+        [
+            ("localhost", "localhost:8080"),
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("[::1]", "[::1]:8080"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("chat.example:08080", "chat.example:8080"),
+        ],
+    )
+    def test_good_addresses_become_grpc_targets(self, address: str, target: str) -> None:
+        """A bare host gets the default port; IPv6 stays in brackets."""
+        assert server_target(address) == target
+
+    def test_server_room_and_user_may_come_before_the_command(
+        self, hello_server: ServerProcess
+    ) -> None:
+        """`hello-chat --server X --room R --user U send TEXT` works, as --help lists them there."""
+        with listening(hello_server.address, "before") as observer:
+            result = run_chat(["--server", hello_server.address, "send", "--room", "before",
+                               "--user", "early", "first"])  # fmt: skip
+            assert (result.returncode, result.stderr) == (0, "")
+            assert observer.next_text() == "first"
+            result = run_chat(["--server", hello_server.address, "--room", "before",
+                               "--user", "early", "send", "second"])  # fmt: skip
+            assert (result.returncode, result.stderr) == (0, "")
+            assert observer.next_message()["text"] == "second"
+
+    def test_the_value_after_the_command_wins(
+        self, hello_server: ServerProcess, dead_address: str
+    ) -> None:
+        """Given in both places, the option after the command name is the one used."""
+        with listening(hello_server.address, "after-wins") as observer:
+            result = run_chat(["--server", dead_address, "--room", "elsewhere", "send",
+                               "--server", hello_server.address, "--room", "after-wins",
+                               "--user", "u", "hi"])  # fmt: skip
+            assert (result.returncode, result.stderr) == (0, "")
+            assert observer.next_text() == "hi"
