@@ -277,6 +277,17 @@ class Tmux:
                 raise AssertionError(f"{check!r} not on the screen of {name}:\n{screen}")
             time.sleep(POLL_INTERVAL)
 
+    def wait_for_line(self, name: str, text: str) -> list[str]:
+        """Poll the whole transcript (scrollback too) until a line contains ``text``."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            lines = self.transcript(name)
+            if any(text in line for line in lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never shown in {name}:\n" + "\n".join(lines))
+            time.sleep(POLL_INTERVAL)
+
     def keys(self, name: str, *keys: str) -> None:
         """Press keys by tmux name (``Enter``, ``Up``, ``C-d``)."""
         self.tmux("send-keys", "-t", name, *keys)
