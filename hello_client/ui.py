@@ -96,12 +96,13 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
     prompt = FormattedText(
         [("", f"[{inert(room)}] "), (f"fg:{user_colour(me)} bold", inert(me)), ("", "> ")]
     )
+    # Printed before the prompt exists, so it is always the first line: through
+    # patch_stdout it could reach the terminal after the first prompt.
+    _Screen(_console(), me).notice(f"joined {room} as {me}; /help lists the commands")
     with patch_stdout(raw=True):
         # Created inside patch_stdout so that it writes to the patched stdout;
         # its width is read from the terminal at every print.
-        console = Console(force_terminal=True, markup=False, highlight=False, emoji=False)
-        screen = _Screen(console, me)
-        screen.notice(f"joined {room} as {me}; /help lists the commands")
+        screen = _Screen(_console(), me)
         _cap_the_line(session.default_buffer, client.limits.max_text_bytes, screen)
         reading = asyncio.create_task(_read_room(subscription, screen))
         sending = asyncio.create_task(_send_lines(lines, client, subscription, screen, session))
@@ -176,6 +177,11 @@ def _cap_the_line(buffer: Buffer, max_bytes: int, screen: _Screen) -> None:
             )
 
     buffer.on_text_changed += on_change
+
+
+def _console() -> Console:
+    """A Rich console on the current stdout that never parses text as markup."""
+    return Console(force_terminal=True, markup=False, highlight=False, emoji=False)
 
 
 class _Leave(enum.Enum):

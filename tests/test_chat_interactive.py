@@ -60,8 +60,11 @@ def term() -> Iterator[Tmux]:
 def join(term: Tmux, server: ServerProcess, name: str, room: str, width: int = 80) -> None:
     """Start hello-chat in terminal ``name`` and wait for its prompt."""
     term.start(name, ["--server", server.address, "--room", room, "--user", name], width=width)
-    screen = term.wait_for(name, f"[{room}] {name}>")
-    assert f"joined {room} as {name}" in screen
+    # The notice is printed before the prompt starts, but reaches the screen
+    # through patch_stdout's writer, which can come after the first prompt.
+    term.wait_for(
+        name, lambda screen: f"joined {room} as {name}" in screen and f"[{room}] {name}>" in screen
+    )
 
 
 def settled(term: Tmux, name: str, text: str, prompt: str) -> str:
