@@ -197,6 +197,18 @@ class TestLimitsBeforeSending:
                 assert await sender.send("small", "alice", "fits") == 1
             assert (await within(anext(room))).text == "fits"
 
+    async def test_a_client_told_too_big_a_limit_learns_the_server_refused_the_size(
+        self, server: ChatServer
+    ) -> None:
+        """Over the server's gRPC limit (not the client's): InvalidInput naming the server."""
+        async with (
+            ChatClient(server.address, max_text_bytes=1 << 20) as chat,
+            await chat.join("big", "keeper"),
+        ):
+            with pytest.raises(InvalidInput, match=r"larger than server \S+ accepts") as refused:
+                await chat.send("big", "alice", "x" * 200_000)
+        assert "bigger text limit" in str(refused.value)
+
     async def test_ids_over_the_limit_are_refused_at_join(self, server: ChatServer) -> None:
         """join checks the room and user ids against the client's limits first."""
         async with ChatClient(server.address, max_id_chars=4) as chat:
