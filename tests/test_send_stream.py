@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 import grpc
@@ -88,6 +89,10 @@ class TestStreamSender:
             await room.close()
 
 
+def _cancel(task: asyncio.Task[int], _: object) -> None:
+    task.cancel()
+
+
 def sender_tasks() -> list[asyncio.Task[object]]:
     """The tasks a StreamSender runs (its writer and its ack readers) still alive."""
     return [
@@ -134,7 +139,7 @@ class TestCancelledSends:
             # Cancel a send when the one before it is answered: by then it has
             # usually been written and awaits its own acknowledgement.
             for i in cancelled:
-                sends[i - 1].add_done_callback(lambda _, send=sends[i]: send.cancel())
+                sends[i - 1].add_done_callback(functools.partial(_cancel, sends[i]))
             outcomes = await asyncio.gather(*sends, return_exceptions=True)
             await sender.send("r", "bot", "marker")
             await sender.close()
