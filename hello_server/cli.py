@@ -118,33 +118,36 @@ async def run(config: ServerConfig) -> int:
         return EXIT_STARTUP_FAILURE
 
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    forced = asyncio.Event()
+    draining = asyncio.Event()
+    cut_short = asyncio.Event()
 
     def on_signal(signum: signal.Signals) -> None:
-        if stopping.is_set():
-            forced.set()
-            return
-        log.info("%s: draining (signal again to stop at once)", signum.name)
-        stopping.set()
+        if not draining.is_set():
+            log.info("%s: draining (signal again to stop at once)", signum.name)
+            draining.set()
+        elif not cut_short.is_set():
+            log.warning("second signal: stopping now")
+            cut_short.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
     log.info("hello-server ready on %s", server.address)
-    await stopping.wait()
+    await draining.wait()
     drain = asyncio.create_task(server.stop())
-    cut_short = asyncio.create_task(forced.wait())
-    await asyncio.wait((drain, cut_short), return_when=asyncio.FIRST_COMPLETED)
-    if drain.done():
-        cut_short.cancel()
-        drain.result()
-        log.info("hello-server stopped")
-        return EXIT_OK
-    log.warning("second signal: stopping now")
-    await server.stop(grace=0)
-    await drain
-    return EXIT_FORCED
+    second_signal = asyncio.create_task(cut_short.wait())
+    try:
+        await asyncio.wait((drain, second_signal), return_when=asyncio.FIRST_COMPLETED)
+        if second_signal.done():
+            await server.stop(grace=0)  # ends the drain in progress; never a second stop
+        await drain
+    finally:
+        second_signal.cancel()
+        await asyncio.wait((second_signal,))
+    if cut_short.is_set():
+        return EXIT_FORCED
+    log.info("hello-server stopped")
+    return EXIT_OK
 
 
 def main() -> None:

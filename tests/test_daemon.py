@@ -88,20 +88,28 @@ STALL_TEXT = "x" * 60_000
 STALL_MESSAGES = 600  # 36 MB: far beyond what loopback TCP and HTTP/2 windows hold
 
 
-async def stall_a_member(channel: Channel) -> Any:
-    """Join without reading, then flood the room so the server blocks writing to it.
-
-    Returns a Health/Watch call that has seen SERVING, to observe the drain.
-    """
-    stub = hello_pb2_grpc.ChatRoomStub(channel)
+async def watch_health(channel: Channel) -> Any:
+    """A Health/Watch call that has seen SERVING, to observe a drain."""
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
     first = await asyncio.wait_for(watch.read(), TIMEOUT)
     assert first.status == health_pb2.HealthCheckResponse.SERVING
-    await joined(stub, "stalled", "sleeper")
-    async with asyncio.timeout(TIMEOUT * 3):
-        for _ in range(STALL_MESSAGES):
-            await stub.SendMessage(pb.Message(id="flood", roomID="stalled", message=STALL_TEXT))
     return watch
+
+
+async def stall_a_member(
+    channel: Channel, messages: int = STALL_MESSAGES
+) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
+    """Join without reading, then flood the room so the server blocks writing to it.
+
+    Returns the member's call: the caller must keep it, as a call that is
+    garbage-collected is cancelled, and the member would leave.
+    """
+    stub = hello_pb2_grpc.ChatRoomStub(channel)
+    member = await joined(stub, "stalled", "sleeper")
+    async with asyncio.timeout(TIMEOUT * 3):
+        for _ in range(messages):
+            await stub.SendMessage(pb.Message(id="flood", roomID="stalled", message=STALL_TEXT))
+    return member
 
 
 def assert_no_traceback(text: str) -> None:
@@ -439,41 +447,45 @@ class TestShutdown:
         assert "hello-server stopped" in log
         assert_no_traceback(log)
 
+    # The second signal used to start a second stop of the gRPC server while
+    # the first was pending, which crashed the process (SIGSEGV) in 5 of 40
+    # runs of this scenario here (1 in 4 where the issue was filed): 25 runs
+    # miss a 1-in-8 crash with probability 3.5%.
+    CUT_SHORT_RUNS = 25
+
     async def test_second_signal_cuts_the_drain_short(self) -> None:
         """A second signal while a stuck stream holds the drain open stops at once, exit 1."""
-        grace = 60.0
-        with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
-            server.follow_log()
-            async with open_channel(server) as channel:
-                watch = await stall_a_member(channel)
-                server.signal(signal.SIGTERM)
-                draining = await asyncio.wait_for(watch.read(), TIMEOUT)
-                assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
-                await server.await_log("SIGTERM: draining", TIMEOUT)
-                assert server.process.poll() is None, "the drain ended early"
-
-                started = time.monotonic()
-                server.signal(signal.SIGINT)
-                code = await server.await_exit(TIMEOUT)
-                elapsed = time.monotonic() - started
-            log = server.rest_of_log()
-        assert code == 1, log
-        assert elapsed < TIMEOUT
-        assert "second signal: stopping now" in log
-        assert_no_traceback(log)
+        for run in range(1, self.CUT_SHORT_RUNS + 1):
+            with server_process([*STALL_ARGS, "--grace", "30"]) as server:
+                server.follow_log()
+                async with open_channel(server) as channel:
+                    member = await stall_a_member(channel, messages=300)
+                    server.signal(signal.SIGTERM)
+                    await server.await_log("SIGTERM: draining", TIMEOUT)
+                    assert server.process.poll() is None, "the drain ended early"
+                    server.signal(signal.SIGINT)
+                    code = await server.await_exit(TIMEOUT)
+                    member.cancel()
+                log = server.rest_of_log()
+            assert code == 1, f"run {run}: exit code {code}\n{log}"
+            assert "second signal: stopping now" in log
+            assert "hello-server stopped" not in log
+            assert_no_traceback(log)
 
     async def test_drain_is_bounded_by_the_grace_period(self) -> None:
         """A stream stuck writing to a client that stopped reading is cut off at --grace; exit 0."""
         grace = 1.0
         with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
             async with open_channel(server) as channel:
-                watch = await stall_a_member(channel)
+                watch = await watch_health(channel)
+                member = await stall_a_member(channel)
                 started = time.monotonic()
                 server.signal(signal.SIGTERM)
                 draining = await asyncio.wait_for(watch.read(), TIMEOUT)
                 assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
                 code = await server.await_exit(TIMEOUT)
                 elapsed = time.monotonic() - started
+                member.cancel()
             log = server.rest_of_log()
         assert code == 0, log
         assert grace * 0.9 <= elapsed < grace + 5.0
