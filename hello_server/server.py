@@ -25,6 +25,7 @@ from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVER_KEEPALIVE_OPTIONS, SERVICE_NAME
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub
+from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.service import ChatRoomService, encode_message
 
@@ -53,6 +54,7 @@ class ChatServer:
         self._server: grpc.aio.Server | None = None  # set once serving
         self._lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
+        self._malformed_requests = MalformedRequestLog()
         self._port: int | None = None
         self._drain: asyncio.Task[None] | None = None
         self._drain_deadline = math.inf  # event loop time
@@ -101,6 +103,7 @@ class ChatServer:
         self._port = port
         self._server = server
         self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
+        self._malformed_requests.install()
 
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""
@@ -172,6 +175,7 @@ class ChatServer:
             # a client that stopped reading.
             await server.stop(None)
         finally:
+            self._malformed_requests.uninstall()
             if self._lag_task is not None:
                 self._lag_task.cancel()
                 await asyncio.wait((self._lag_task,))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 import time
@@ -351,6 +352,66 @@ class TestHealthAndReflection:
         reply = await asyncio.wait_for(call.read(), TIMEOUT)
         assert isinstance(reply, reflection_pb2.ServerReflectionResponse)
         return reply
+
+
+GARBAGE = b"\xff\xff\xff\xff"  # not a valid protobuf encoding of anything
+
+
+async def send_garbage(channel: Channel, method: str) -> grpc.StatusCode:
+    """Call ``method`` with a request that does not parse; return the status it ends with."""
+    identity = {"request_serializer": None, "response_deserializer": None}
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            if method.endswith("/Check"):
+                await channel.unary_unary(method, **identity)(GARBAGE)
+            elif method.endswith("/Watch"):
+                async for _ in channel.unary_stream(method, **identity)(GARBAGE):
+                    pass
+            else:
+                async for _ in channel.stream_stream(method, **identity)(iter([GARBAGE])):
+                    pass
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+class TestMalformedRequests:
+    """Garbage sent to the services gRPC parses for us costs one log line per interval."""
+
+    METHODS = (
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    )
+    PER_METHOD = 200
+
+    async def test_garbage_is_logged_as_a_count_not_a_traceback_each(self) -> None:
+        """600 unparsable health and reflection requests log two lines; good requests still work."""
+        with server_process() as server:
+            server.follow_log()
+            async with open_channel(server) as channel:
+                for method in self.METHODS:
+                    for _ in range(self.PER_METHOD):
+                        assert await send_garbage(channel, method) != grpc.StatusCode.OK
+                health = health_pb2_grpc.HealthStub(channel)
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                listed = await TestHealthAndReflection._reflect(
+                    channel, reflection_pb2.ServerReflectionRequest(list_services="")
+                )
+                assert listed.list_services_response.service
+            server.signal(signal.SIGTERM)
+            assert await server.await_exit(TIMEOUT) == 0
+            log = server.rest_of_log()
+        assert_no_traceback(log)
+        first, *counts = [line for line in log.splitlines() if "malformed request" in line]
+        assert "malformed request refused: /grpc.health.v1.Health/Check: " in first
+        # One count per 10 s interval (normally just the one flushed at the exit).
+        assert 1 <= len(counts) <= 2, log
+        counted = [re.search(r"(\d+) malformed requests refused in the last", c) for c in counts]
+        assert sum(int(m[1]) for m in counted if m) == len(self.METHODS) * self.PER_METHOD - 1
+        assert "last: /grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" in counts[-1]
+        assert len(log.splitlines()) < 10, log
 
 
 class TestMessageSize:
