@@ -248,6 +248,11 @@ class TestBadOptions:
             (["--port", "0", "--log-level", "nope"], {}, "log level must be one of"),
             (["--port", "0"], {"HELLO_LOG_LEVEL": "nope"}, "log level must be one of"),
             (["--port", "0", "--queue-bytes", "1000"], {}, "queue byte bound (1000)"),
+            (
+                ["--port", "0", "--queue-bytes", "65536"],
+                {},
+                "queue byte bound (65536) must hold at least one largest delivered message (70695",
+            ),
             (["--port", "0", "--queue-size", "0"], {}, "queue size must be at least 1"),
             (["--port", "0", "--grace", "-1"], {}, "grace period must not be negative"),
             (
@@ -263,6 +268,7 @@ class TestBadOptions:
             "log-level",
             "HELLO_LOG_LEVEL",
             "queue-bytes",
+            "queue-bytes-of-the-text-limit",
             "queue-size",
             "grace",
             "max-message-bytes",
