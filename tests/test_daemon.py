@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import re
 import signal
 import socket
@@ -285,12 +286,54 @@ class TestBadOptions:
         assert reason in lines[0]
         assert result.stdout == ""
 
-    def test_value_of_the_wrong_type(self) -> None:
-        """A port that is not a number exits 2 with the usage error naming --port, no traceback."""
-        result = run_server_command(["--port", "abc"], timeout=TIMEOUT)
+    @pytest.mark.parametrize(
+        ("args", "reason"),
+        [
+            (["--port", "abc"], "Invalid value for '--port'"),
+            (["--bogus"], "No such option: --bogus"),
+            (["--port"], "Option '--port' requires an argument"),
+            (["extra"], "unexpected extra argument"),
+        ],
+        ids=["wrong-type", "unknown-option", "missing-value", "extra-argument"],
+    )
+    def test_usage_error_is_one_line(self, args: list[str], reason: str) -> None:
+        """A usage error exits 2 with one 'hello-server: error:' line naming it, no usage block."""
+        result = run_server_command(args, timeout=TIMEOUT)
         assert result.returncode == 2, result.stderr
-        assert "--port" in result.stderr
-        assert_no_traceback(result.stderr)
+        assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+        assert result.stderr.startswith("hello-server: error: ")
+        assert reason in result.stderr
+        assert result.stdout == ""
+
+
+class TestHelpAndVersion:
+    """What a new user types first."""
+
+    def test_version(self) -> None:
+        """--version prints 'hello-server' and the installed hello-chat version, exit 0."""
+        result = run_server_command(["--version"], timeout=TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"hello-server {importlib.metadata.version('hello-chat')}\n"
+
+    def test_short_and_long_help_are_the_same(self) -> None:
+        """-h works like --help and names the command hello-server."""
+        short = run_server_command(["-h"], timeout=TIMEOUT)
+        long = run_server_command(["--help"], timeout=TIMEOUT)
+        assert (short.returncode, long.returncode) == (0, 0)
+        assert short.stdout == long.stdout
+        assert short.stdout.startswith("Usage: hello-server [OPTIONS]")
+        assert "-h, --help" in short.stdout
+
+    def test_each_example_is_a_line_of_its_own(self) -> None:
+        """The examples in --help are not run together on one line."""
+        lines = run_server_command(["--help"], timeout=TIMEOUT).stdout.splitlines()
+        examples = [line.strip() for line in lines if "hello-server" in line]
+        starts = [line.split("  ")[0] for line in examples if not line.startswith("Usage")]
+        assert starts == [
+            "hello-server",
+            "hello-server --port 0 --log-level debug",
+            "HELLO_PORT=9000 hello-server",
+        ]
 
 
 class TestPortInUse:
