@@ -141,8 +141,10 @@ class ChatServer:
 
         There is one drain per server. A call while it runs (a second signal)
         ends it no later than ``grace`` from now, and waits for it; a call
-        after it finished returns at once; a call on a server that never
-        started does nothing. Cancelling a caller does not cancel the drain.
+        after it finished returns at once; a call on a server that is not
+        serving (never started, failed to start, or whose `start` has not
+        returned yet) does nothing. Cancelling a caller does not cancel the
+        drain.
         """
         if self._server is None:
             return
@@ -169,16 +171,19 @@ class ChatServer:
                 async with asyncio.timeout_at(self._drain_deadline) as self._drain_timer:
                     await self.hub.wait_until(lambda: self.hub.member_count == 0)
             self._drain_timer = None
-            # The server's one and only stop: grpcio 1.85 can crash when two
-            # stops of one server overlap. It refuses new calls and cancels
-            # what is left: health watchers, and members parked in a write to
-            # a client that stopped reading.
-            await server.stop(None)
         finally:
-            self._malformed_requests.uninstall()
-            if self._lag_task is not None:
-                self._lag_task.cancel()
-                await asyncio.wait((self._lag_task,))
+            try:
+                # The server's one and only stop (grpcio 1.85 can crash when
+                # two stops of one server overlap), even if the drain failed.
+                # It refuses new calls and cancels what is left: health
+                # watchers, and members parked in a write to a client that
+                # stopped reading.
+                await server.stop(None)
+            finally:
+                self._malformed_requests.uninstall()
+                if self._lag_task is not None:
+                    self._lag_task.cancel()
+                    await asyncio.wait((self._lag_task,))
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
