@@ -26,6 +26,8 @@ from hello_server import ChatServer, ServerConfig, run_server
 TIMEOUT = 15.0
 
 T = TypeVar("T")
+# grpc-stubs does not declare the end-of-stream marker that ``read()`` returns.
+EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
 JoinCall = grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
 SubscribeCall = grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]
 
@@ -49,7 +51,7 @@ async def channel(server: ChatServer) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture
-def stub(channel: grpc.aio.Channel) -> hello_pb2_grpc.ChatRoomStub:
+def stub(channel: grpc.aio.Channel) -> hello_pb2_grpc.ChatRoomAsyncStub:
     return hello_pb2_grpc.ChatRoomStub(channel)
 
 
@@ -64,7 +66,7 @@ def join_request(room: str, user: str, name: str = "") -> pb.JoinRequest:
 
 
 async def joined(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str, name: str = ""
+    stub: hello_pb2_grpc.ChatRoomAsyncStub, room: str, user: str, name: str = ""
 ) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
     """Open a Join stream and wait for the server's acknowledgement (headers)."""
     call = stub.Join(join_request(room, user, name))
@@ -74,7 +76,7 @@ async def joined(
 
 
 async def subscribed(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str, name: str = ""
+    stub: hello_pb2_grpc.ChatRoomAsyncStub, room: str, user: str, name: str = ""
 ) -> SubscribeCall:
     """Open a Subscribe stream and wait for the server's acknowledgement (headers)."""
     call = stub.Subscribe(join_request(room, user, name))
@@ -87,18 +89,20 @@ RPCS = ("Join", "Subscribe")
 
 
 async def member(
-    stub: hello_pb2_grpc.ChatRoomStub, rpc: str, room: str, user: str, name: str = ""
+    stub: hello_pb2_grpc.ChatRoomAsyncStub, rpc: str, room: str, user: str, name: str = ""
 ) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, Any]:
     """Join by ``rpc`` ("Join" or "Subscribe") and wait for the acknowledgement."""
-    opened = {"Join": joined, "Subscribe": subscribed}[rpc]
-    return await opened(stub, room, user, name)
+    if rpc == "Join":
+        return await joined(stub, room, user, name)
+    return await subscribed(stub, room, user, name)
 
 
-def unbatch(response: pb.Message | pb.MessageBatch) -> list[pb.Message]:
+def unbatch(response: object) -> list[pb.Message]:
     """The messages in one stream response: Join sends one, Subscribe a batch."""
     if isinstance(response, pb.MessageBatch):
         assert response.messages, "the server sent an empty batch"
         return list(response.messages)
+    assert isinstance(response, pb.Message), f"not a stream response: {response!r}"
     return [response]
 
 
@@ -106,7 +110,7 @@ async def next_messages(call: grpc.aio.UnaryStreamCall[Any, Any]) -> list[pb.Mes
     """Read one stream response: a Join message, or a Subscribe batch's messages."""
     async with asyncio.timeout(TIMEOUT):
         response = await call.read()
-    assert response is not grpc.aio.EOF, "the stream ended"
+    assert response is not EOF, "the stream ended"
     return unbatch(response)
 
 
@@ -116,13 +120,15 @@ async def receive(call: grpc.aio.UnaryStreamCall[Any, Any], count: int) -> list[
     async with asyncio.timeout(TIMEOUT):
         while len(messages) < count:
             response = await call.read()
-            assert response is not grpc.aio.EOF, f"stream ended after {len(messages)} messages"
+            assert response is not EOF, f"stream ended after {len(messages)} messages"
             messages.extend(unbatch(response))
     assert len(messages) == count, f"got {len(messages)} messages, expected {count}"
     return messages
 
 
-async def send(stub: hello_pb2_grpc.ChatRoomStub, room: str, sender: str, text: str) -> pb.Exit:
+async def send(
+    stub: hello_pb2_grpc.ChatRoomAsyncStub, room: str, sender: str, text: str
+) -> pb.Exit:
     """SendMessage, bounded by `TIMEOUT`."""
     return await stub.SendMessage(pb.Message(id=sender, roomID=room, message=text), timeout=TIMEOUT)
 
@@ -133,7 +139,7 @@ async def read_messages(call: JoinCall, count: int) -> list[pb.Message]:
     async with asyncio.timeout(TIMEOUT):
         while len(messages) < count:
             message = await call.read()
-            assert message is not grpc.aio.EOF, f"stream ended after {len(messages)} messages"
+            assert isinstance(message, pb.Message), f"stream ended after {len(messages)} messages"
             messages.append(message)
     return messages
 
@@ -154,7 +160,7 @@ async def drain(
     messages: list[pb.Message] = []
     async with asyncio.timeout(TIMEOUT):
         try:
-            while (response := await call.read()) is not grpc.aio.EOF:
+            while (response := await call.read()) is not EOF:
                 messages.extend(unbatch(response))
         except grpc.aio.AioRpcError as error:
             return messages, error.code(), error.details() or ""
@@ -193,7 +199,7 @@ async def within(awaitable: Awaitable[T]) -> T:
 
 
 @contextlib.asynccontextmanager
-async def open_stub(address: str) -> AsyncIterator[hello_pb2_grpc.ChatRoomStub]:
+async def open_stub(address: str) -> AsyncIterator[hello_pb2_grpc.ChatRoomAsyncStub]:
     """A stub on its own channel (its own TCP connection), closed on exit."""
     async with grpc.aio.insecure_channel(address, options=CLIENT_KEEPALIVE_OPTIONS) as chan:
         yield hello_pb2_grpc.ChatRoomStub(chan)

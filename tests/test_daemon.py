@@ -20,6 +20,7 @@ from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
 from hello_protocol.wire import CLIENT_KEEPALIVE_OPTIONS, SERVICE_NAME
 from tests.conftest import joined as acknowledged_join
+from tests.conftest import read_messages
 from tests.procs import ServerProcess, run_server_command, server_process
 
 # Every wait in these tests is bounded by this; nothing here should take long.
@@ -50,14 +51,14 @@ def open_channel(server: ServerProcess) -> Channel:
 
 
 async def joined(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
+    stub: hello_pb2_grpc.ChatRoomAsyncStub, room: str, user: str
 ) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
     """conftest's `joined` (a Join stream, acknowledged), bounded by TIMEOUT."""
     return await asyncio.wait_for(acknowledged_join(stub, room, user), TIMEOUT)
 
 
 async def subscribed(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
+    stub: hello_pb2_grpc.ChatRoomAsyncStub, room: str, user: str
 ) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]:
     """A Subscribe stream whose acknowledgement has arrived."""
     call = stub.Subscribe(pb.JoinRequest(roomID=room, user=pb.User(id=user)))
@@ -130,7 +131,7 @@ class TestStartup:
         after = time.time_ns()
         assert reply.success
         assert reply.seq == 1
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert (message.id, message.roomID, message.message, message.seq) == (
             "bob",
             "round-trip",
@@ -361,7 +362,7 @@ class TestMessageSize:
             pb.Message(id="alice", roomID="big", message="still here"), timeout=TIMEOUT
         )
         assert reply.success
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert message.message == "still here"
         call.cancel()
 
@@ -376,7 +377,7 @@ class TestMessageSize:
             pb.Message(id="a" * 128, roomID="largest", message=text), timeout=TIMEOUT
         )
         assert reply.success
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert message.message == text
         call.cancel()
 

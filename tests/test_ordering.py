@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer
 from tests.conftest import (
     JoinCall,
@@ -17,7 +17,8 @@ from tests.conftest import (
     within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
 
 
 class SendCounter:

@@ -127,7 +127,7 @@ class TestOriginalClient:
     async def test_join_send_and_receive(
         self,
         server: ChatServer,
-        stub: hello_pb2_grpc.ChatRoomStub,
+        stub: hello_pb2_grpc.ChatRoomAsyncStub,
         start_original_client: StartClient,
     ) -> None:
         """It joins, sends, and receives its own and another's message: id, room, text, time."""
@@ -191,6 +191,7 @@ class TestOriginalSchemaOnTheWire:
                 assert now.type == field.type
                 assert now.is_repeated == (field.label == FieldDescriptorProto.LABEL_REPEATED)
                 if field.type_name:
+                    assert now.message_type is not None
                     assert now.message_type.full_name == field.type_name.lstrip(".")
         (service,) = original.service
         current_service = today.services_by_name[service.name]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer
 from tests.conftest import (
     TcpProxy,
@@ -22,7 +22,8 @@ from tests.conftest import (
     within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
 
 
 class TestJoinAcknowledgement:
@@ -278,6 +279,6 @@ class TestNotFound:
         """SendMessage to a missing room fails NOT_FOUND, naming the room in plain words."""
         error = await rpc_error(send(stub, "nowhere", "alice", "hello?"))
         assert error.code() is grpc.StatusCode.NOT_FOUND
-        assert "'nowhere'" in error.details()
-        assert "does not exist" in error.details()
+        assert "'nowhere'" in str(error.details())
+        assert "does not exist" in str(error.details())
         assert not server.hub.has_room("nowhere")

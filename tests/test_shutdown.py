@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import grpc
 
-from hello_protocol import hello_pb2_grpc
+from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer
 from tests.conftest import (
     drain,
@@ -17,7 +19,8 @@ from tests.conftest import (
     subscribed,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
 
 
 class TestStop:
@@ -25,7 +28,7 @@ class TestStop:
         self, server: ChatServer, stub: Stub
     ) -> None:
         """stop() ends every Join and Subscribe stream with UNAVAILABLE "server shutting down"."""
-        calls = [
+        calls: list[grpc.aio.UnaryStreamCall[pb.JoinRequest, Any]] = [
             await joined(stub, "a", "alice"),
             await joined(stub, "a", "bob"),
             await subscribed(stub, "b", "bot"),

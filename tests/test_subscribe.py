@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer
 from tests.conftest import (
     final_status,
@@ -26,7 +26,8 @@ from tests.conftest import (
     within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
 
 
 class TestSubscribeAcknowledgement:
@@ -93,8 +94,10 @@ class TestSubscribeDelivery:
         orders += [[(m.seq, m.id, m.message) for m in await receive(c, total)] for c in subs]
         assert all(order == orders[0] for order in orders)
         assert [seq for seq, _, _ in orders[0]] == list(range(1, total + 1))
-        for call in (*joins, *subs):
-            call.cancel()
+        for join in joins:
+            join.cancel()
+        for sub in subs:
+            sub.cancel()
 
     async def test_senders_own_subscription_receives(self, stub: Stub) -> None:
         """The sender's own Subscribe stream gets its message too."""
