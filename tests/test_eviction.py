@@ -16,7 +16,8 @@ import pytest
 
 from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, QueueLimits, ServerConfig
-from tests.conftest import (
+from tests.support import within
+from tests.support.calls import (
     RPCS,
     drain,
     member,
@@ -26,11 +27,10 @@ from tests.conftest import (
     receive,
     rpc_error,
     send,
-    within,
 )
 
 if TYPE_CHECKING:
-    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
+    from tests.support.calls import Stub
 QUEUE = QueueLimits(max_messages=64, max_bytes=1 << 20)
 # Far more than the flow-control windows and socket buffers can absorb.
 MAX_SEND_BYTES = 64 << 20

@@ -6,7 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from hello_server import ChatServer
-from tests.conftest import (
+from tests.support import within
+from tests.support.calls import (
     JoinCall,
     hub_until,
     join_request,
@@ -14,11 +15,10 @@ from tests.conftest import (
     open_stub,
     read_messages,
     send,
-    within,
 )
 
 if TYPE_CHECKING:
-    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
+    from tests.support.calls import Stub
 
 
 class SendCounter:

@@ -9,8 +9,8 @@ import grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer
-from tests.conftest import (
-    TcpProxy,
+from tests.support import within
+from tests.support.calls import (
     final_status,
     hub_until,
     joined,
@@ -19,11 +19,11 @@ from tests.conftest import (
     read_messages,
     rpc_error,
     send,
-    within,
 )
+from tests.support.network import TcpProxy
 
 if TYPE_CHECKING:
-    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
+    from tests.support.calls import Stub
 
 
 class TestJoinAcknowledgement:

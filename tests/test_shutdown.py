@@ -8,7 +8,7 @@ import grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer
-from tests.conftest import (
+from tests.support.calls import (
     drain,
     final_status,
     join_request,
@@ -20,7 +20,7 @@ from tests.conftest import (
 )
 
 if TYPE_CHECKING:
-    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
+    from tests.support.calls import Stub
 
 
 class TestStop:

@@ -13,7 +13,8 @@ import grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer
-from tests.conftest import (
+from tests.support import within
+from tests.support.calls import (
     final_status,
     hub_until,
     joined,
@@ -23,11 +24,10 @@ from tests.conftest import (
     receive,
     send,
     subscribed,
-    within,
 )
 
 if TYPE_CHECKING:
-    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
+    from tests.support.calls import Stub
 
 
 class TestSubscribeAcknowledgement:

@@ -10,10 +10,10 @@ import pytest
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import JOIN_METHOD, SEND_METHOD, SUBSCRIBE_METHOD
 from hello_server import ChatServer
-from tests.conftest import final_status, joined, read_messages, rpc_error, send
+from tests.support.calls import final_status, joined, read_messages, rpc_error, send
 
 if TYPE_CHECKING:
-    from hello_protocol.hello_pb2_grpc import ChatRoomAsyncStub as Stub
+    from tests.support.calls import Stub
 
 MAX_ID = 128
 MAX_TEXT = 64 * 1024
