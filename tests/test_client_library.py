@@ -25,7 +25,8 @@ from hello_client import (
     Subscription,
 )
 from hello_server import ChatServer, QueueLimits, ServerConfig, run_server
-from tests.conftest import hub_until, member_users, within
+from tests.support import within
+from tests.support.calls import hub_until, member_users
 
 
 @pytest.fixture

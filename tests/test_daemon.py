@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import re
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -20,67 +19,28 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
-from hello_protocol.wire import CLIENT_KEEPALIVE_OPTIONS, SERVICE_NAME
-from tests.conftest import joined as acknowledged_join
-from tests.procs import ServerProcess, run_server_command, server_process
+from hello_protocol.wire import SERVICE_NAME
+from tests.support import TIMEOUT
+from tests.support.calls import (
+    count_until_end,
+    final_status,
+    joined,
+    open_channel,
+    read_messages,
+    subscribed,
+)
+from tests.support.processes import ServerProcess, run_server_command, server_process
 
-# Every wait in these tests is bounded by this; nothing here should take long.
-TIMEOUT = 10.0
 SHUTDOWN_DETAILS = "server shutting down"
 
 Channel = grpc.aio.Channel
 
 
-@pytest.fixture(scope="module")
-def shared_daemon() -> Iterator[ServerProcess]:
-    """One default daemon for the tests that do not stop or reconfigure it."""
-    with server_process() as server:
-        server.follow_log()
-        yield server
-
-
 @pytest.fixture
-async def shared_channel(shared_daemon: ServerProcess) -> AsyncIterator[Channel]:
-    async with grpc.aio.insecure_channel(
-        shared_daemon.address, options=CLIENT_KEEPALIVE_OPTIONS
-    ) as channel:
+async def daemon_channel(daemon: ServerProcess) -> AsyncIterator[Channel]:
+    """A channel to the module's shared `daemon`."""
+    async with open_channel(daemon.address) as channel:
         yield channel
-
-
-def open_channel(server: ServerProcess) -> Channel:
-    return grpc.aio.insecure_channel(server.address, options=CLIENT_KEEPALIVE_OPTIONS)
-
-
-async def joined(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
-) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
-    """conftest's `joined` (a Join stream, acknowledged), bounded by TIMEOUT."""
-    return await asyncio.wait_for(acknowledged_join(stub, room, user), TIMEOUT)
-
-
-async def subscribed(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
-) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]:
-    """A Subscribe stream whose acknowledgement has arrived."""
-    call = stub.Subscribe(pb.JoinRequest(roomID=room, user=pb.User(id=user)))
-    await asyncio.wait_for(call.initial_metadata(), TIMEOUT)
-    return call
-
-
-async def final_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str]:
-    """Wait (bounded) for a call to end and return its status code and details."""
-    code = await asyncio.wait_for(call.code(), TIMEOUT)
-    return code, await call.details()
-
-
-async def count_until_end(call: grpc.aio.UnaryStreamCall[Any, Any]) -> int:
-    """Read a stream to its end, whatever its status, and return how many messages it carried."""
-    received = 0
-    async with asyncio.timeout(TIMEOUT):
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for _ in call:
-                received += 1
-    return received
 
 
 # A queue big enough that flooding a member who never reads blocks the
@@ -121,17 +81,17 @@ def assert_no_traceback(text: str) -> None:
 class TestStartup:
     """The ready line and the first requests against a freshly started daemon."""
 
-    def test_ready_line_shows_the_real_port(self, shared_daemon: ServerProcess) -> None:
+    def test_ready_line_shows_the_real_port(self, daemon: ServerProcess) -> None:
         """With --port 0 the ready line names 127.0.0.1 and the port the kernel picked."""
-        host, port = shared_daemon.address.rsplit(":", 1)
+        host, port = daemon.address.rsplit(":", 1)
         assert host == "127.0.0.1"
         assert 0 < int(port) <= 65535
         with socket.create_connection((host, int(port)), timeout=TIMEOUT):
             pass
 
-    async def test_join_and_send_round_trip(self, shared_channel: Channel) -> None:
+    async def test_join_and_send_round_trip(self, daemon_channel: Channel) -> None:
         """A member joined on the child receives a message sent to its room, server-stamped."""
-        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        stub = hello_pb2_grpc.ChatRoomStub(daemon_channel)
         call = await joined(stub, "round-trip", "alice")
         before = time.time_ns()
         reply = await stub.SendMessage(
@@ -140,7 +100,7 @@ class TestStartup:
         after = time.time_ns()
         assert reply.success
         assert reply.seq == 1
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert (message.id, message.roomID, message.message, message.seq) == (
             "bob",
             "round-trip",
@@ -157,7 +117,7 @@ class TestEnvironment:
     async def test_max_message_bytes(self) -> None:
         """HELLO_MAX_MESSAGE_BYTES=10 accepts a 10-byte text and refuses an 11-byte one."""
         with server_process(env={"HELLO_MAX_MESSAGE_BYTES": "10"}) as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
                 call = await joined(stub, "env", "alice")
                 ok = await stub.SendMessage(
@@ -177,7 +137,10 @@ class TestEnvironment:
         """HELLO_QUEUE_SIZE=2 evicts a member that does not read once 3 messages wait for it."""
         with server_process(env={"HELLO_QUEUE_SIZE": "2"}) as server:
             server.follow_log()
-            async with open_channel(server) as slow_channel, open_channel(server) as channel:
+            async with (
+                open_channel(server.address) as slow_channel,
+                open_channel(server.address) as channel,
+            ):
                 slow = await joined(hello_pb2_grpc.ChatRoomStub(slow_channel), "q", "slow")
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
                 # The slow member never reads: once gRPC flow control stops its
@@ -207,7 +170,7 @@ class TestEnvironment:
         """HELLO_LOG_LEVEL=debug logs a join, the leave on cancel, and the room's deletion."""
         with server_process(env={"HELLO_LOG_LEVEL": "debug"}) as server:
             server.follow_log()
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 call = await joined(hello_pb2_grpc.ChatRoomStub(channel), "lobby", "alice")
                 await server.await_log(r"alice joined room 'lobby' \(1 members\)")
                 call.cancel()
@@ -218,7 +181,7 @@ class TestEnvironment:
         """At the default info level, joining, sending and delivering messages log nothing."""
         count = 20
         with server_process() as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
                 call = await joined(stub, "quiet-room", "quiet-user")
                 for index in range(count):
@@ -360,24 +323,24 @@ class TestHealthAndReflection:
     """The standard services that grpcurl and orchestrators use."""
 
     @pytest.mark.parametrize("service", ["", SERVICE_NAME])
-    async def test_health_check_serving(self, shared_channel: Channel, service: str) -> None:
+    async def test_health_check_serving(self, daemon_channel: Channel, service: str) -> None:
         """grpc.health.v1.Health/Check reports SERVING for the server and for hello.ChatRoom."""
-        health = health_pb2_grpc.HealthStub(shared_channel)
+        health = health_pb2_grpc.HealthStub(daemon_channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
-    async def test_reflection_lists_services(self, shared_channel: Channel) -> None:
+    async def test_reflection_lists_services(self, daemon_channel: Channel) -> None:
         """Reflection's list_services names hello.ChatRoom and grpc.health.v1.Health."""
         reply = await self._reflect(
-            shared_channel, reflection_pb2.ServerReflectionRequest(list_services="")
+            daemon_channel, reflection_pb2.ServerReflectionRequest(list_services="")
         )
         names = {service.name for service in reply.list_services_response.service}
         assert {"hello.ChatRoom", "grpc.health.v1.Health"} <= names
 
-    async def test_reflection_describes_chat_room(self, shared_channel: Channel) -> None:
+    async def test_reflection_describes_chat_room(self, daemon_channel: Channel) -> None:
         """file_containing_symbol 'hello.ChatRoom' returns the descriptor with its RPCs."""
         reply = await self._reflect(
-            shared_channel,
+            daemon_channel,
             reflection_pb2.ServerReflectionRequest(file_containing_symbol="hello.ChatRoom"),
         )
         assert reply.WhichOneof("message_response") == "file_descriptor_response"
@@ -438,7 +401,7 @@ class TestMalformedRequests:
         """600 unparsable health and reflection requests log two lines; good requests still work."""
         with server_process() as server:
             server.follow_log()
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 for method in self.METHODS:
                     for _ in range(self.PER_METHOD):
                         assert await send_garbage(channel, method) != grpc.StatusCode.OK
@@ -466,9 +429,9 @@ class TestMalformedRequests:
 class TestMessageSize:
     """The gRPC receive limit guards the daemon without harming it."""
 
-    async def test_one_mebibyte_request_is_refused(self, shared_channel: Channel) -> None:
+    async def test_one_mebibyte_request_is_refused(self, daemon_channel: Channel) -> None:
         """A 1 MiB text is refused with RESOURCE_EXHAUSTED and the next request works."""
-        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        stub = hello_pb2_grpc.ChatRoomStub(daemon_channel)
         call = await joined(stub, "big", "alice")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.SendMessage(
@@ -479,22 +442,22 @@ class TestMessageSize:
             pb.Message(id="alice", roomID="big", message="still here"), timeout=TIMEOUT
         )
         assert reply.success
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert message.message == "still here"
         call.cancel()
 
     async def test_largest_allowed_text_fits_the_receive_limit(
-        self, shared_channel: Channel
+        self, daemon_channel: Channel
     ) -> None:
         """A text of exactly --max-message-bytes (64 KiB) passes the gRPC limit and is delivered."""
-        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        stub = hello_pb2_grpc.ChatRoomStub(daemon_channel)
         call = await joined(stub, "largest", "alice")
         text = "é" * (65536 // 2)
         reply = await stub.SendMessage(
             pb.Message(id="a" * 128, roomID="largest", message=text), timeout=TIMEOUT
         )
         assert reply.success
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert message.message == text
         call.cancel()
 
@@ -508,7 +471,7 @@ class TestShutdown:
         grace = 30.0
         with server_process(["--grace", str(grace)]) as server:
             server.follow_log()
-            async with open_channel(server) as one, open_channel(server) as two:
+            async with open_channel(server.address) as one, open_channel(server.address) as two:
                 stub_one = hello_pb2_grpc.ChatRoomStub(one)
                 stub_two = hello_pb2_grpc.ChatRoomStub(two)
                 streams: list[grpc.aio.Call] = [
@@ -535,7 +498,7 @@ class TestShutdown:
         """A Health/Watch stream, which never ends by itself, does not delay the exit."""
         grace = 60.0
         with server_process(["--grace", str(grace)]) as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 watch = health_pb2_grpc.HealthStub(channel).Watch(
                     health_pb2.HealthCheckRequest(service="")
                 )
@@ -568,7 +531,7 @@ class TestShutdown:
         for run in range(1, self.CUT_SHORT_RUNS + 1):
             with server_process([*STALL_ARGS, "--grace", "30"]) as server:
                 server.follow_log()
-                async with open_channel(server) as channel:
+                async with open_channel(server.address) as channel:
                     member = await stall_a_member(channel, messages=300)
                     server.signal(signal.SIGTERM)
                     await server.await_log("SIGTERM: draining", TIMEOUT)
@@ -586,7 +549,7 @@ class TestShutdown:
         """A stream stuck writing to a client that stopped reading is cut off at --grace; exit 0."""
         grace = 1.0
         with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 watch = await watch_health(channel)
                 member = await stall_a_member(channel)
                 started = time.monotonic()
@@ -606,7 +569,7 @@ class TestShutdown:
         """Two SIGINTs back to back (impatient Ctrl-C) exit promptly with 0 or 1, no traceback."""
         with server_process(["--grace", "30"]) as server:
             server.follow_log()
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 member = await joined(hello_pb2_grpc.ChatRoomStub(channel), "room", "alice")
                 server.signal(signal.SIGINT)
                 server.signal(signal.SIGINT)

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
 from hello_server.log_limits import MalformedRequestLog
-from tests.conftest import TIMEOUT
+from tests.support import TIMEOUT
 
 CHECK = "/grpc.health.v1.Health/Check"
 INTERVAL = 1.0  # the 5 and 3 requests each take milliseconds

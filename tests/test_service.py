@@ -6,18 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, Hub, ServerConfig
 from hello_server.hub import Envelope, Member
 from hello_server.service import encode_message
-from tests.conftest import (
-    TIMEOUT,
-    TcpProxy,
+from tests.support import TIMEOUT, within
+from tests.support.calls import (
     final_status,
     hub_until,
     joined,
@@ -27,10 +26,11 @@ from tests.conftest import (
     rpc_error,
     send,
     subscribed,
-    within,
 )
+from tests.support.network import TcpProxy
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class TestJoinAcknowledgement:
@@ -286,8 +286,8 @@ class TestNotFound:
         """SendMessage to a missing room fails NOT_FOUND, naming the room in plain words."""
         error = await rpc_error(send(stub, "nowhere", "alice", "hello?"))
         assert error.code() is grpc.StatusCode.NOT_FOUND
-        assert "'nowhere'" in error.details()
-        assert "does not exist" in error.details()
+        assert "'nowhere'" in str(error.details())
+        assert "does not exist" in str(error.details())
         assert not server.hub.has_room("nowhere")
 
 

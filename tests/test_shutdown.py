@@ -8,17 +8,17 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, QueueLimits, ServerConfig, run_server
 from hello_server.server import BindError
-from tests.conftest import (
-    TIMEOUT,
+from tests.support import TIMEOUT, within
+from tests.support.calls import (
     drain,
     final_status,
     join_request,
@@ -28,10 +28,10 @@ from tests.conftest import (
     rpc_error,
     send,
     subscribed,
-    within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class TestStop:
@@ -39,7 +39,7 @@ class TestStop:
         self, server: ChatServer, stub: Stub
     ) -> None:
         """stop() ends every Join and Subscribe stream with UNAVAILABLE "server shutting down"."""
-        calls = [
+        calls: list[grpc.aio.UnaryStreamCall[pb.JoinRequest, Any]] = [
             await joined(stub, "a", "alice"),
             await joined(stub, "a", "bob"),
             await subscribed(stub, "b", "bot"),
