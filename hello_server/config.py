@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
 from hello_server.validation import InputLimits
@@ -47,10 +50,13 @@ class ServerConfig:
             raise ConfigError(f"port {self.port} is not in 0..65535")
         if self.queue.max_messages < 1:
             raise ConfigError("queue size must be at least 1 message")
-        if self.queue.max_bytes < self.limits.max_text_bytes:
+        largest = largest_delivery_bytes(self.limits)
+        if self.queue.max_bytes < largest:
             raise ConfigError(
                 f"queue byte bound ({self.queue.max_bytes}) must hold at least one "
-                f"maximum-size message ({self.limits.max_text_bytes} bytes)"
+                f"largest delivered message ({largest} bytes: a "
+                f"{self.limits.max_text_bytes}-byte text, "
+                f"{self.limits.max_id_chars}-character ids and the envelope)"
             )
         if not 0 <= self.batch_linger_seconds <= 1:
             raise ConfigError("batch linger must be between 0 and 1000 ms")
@@ -73,3 +79,27 @@ class ServerConfig:
     @property
     def logging_level(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level.upper()]
+
+
+# The widest character an id may hold: 4 bytes in UTF-8, and printable.
+_WIDEST_ID_CHAR = "\N{GRINNING FACE}"
+
+
+def largest_delivery_bytes(limits: InputLimits) -> int:
+    """The size of the largest ``hello.Message`` a member can be sent, plus room to grow.
+
+    A text of the size limit and two ids of the length limit in 4-byte
+    characters, with the widest timestamp and sequence number, serialised as
+    the hub does; plus `ENVELOPE_ALLOWANCE_BYTES` for fields the protocol may
+    add to a delivery (a display name is next). A member's queue that cannot
+    hold one of these would evict everyone at the first such message.
+    """
+    widest_id = _WIDEST_ID_CHAR * limits.max_id_chars
+    largest = pb.Message(
+        id=widest_id,
+        roomID=widest_id,
+        message="x" * limits.max_text_bytes,
+        timestamp=Timestamp(seconds=2**63 - 1, nanos=999_999_999),
+        seq=2**64 - 1,
+    )
+    return largest.ByteSize() + ENVELOPE_ALLOWANCE_BYTES

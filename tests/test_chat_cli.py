@@ -18,8 +18,9 @@ from importlib import metadata
 import pytest
 
 from hello_client.address import server_target
-from tests.chat_helpers import (
-    TIMEOUT,
+from tests.support import TIMEOUT
+from tests.support.processes import ServerProcess
+from tests.support.terminal import (
     Listener,
     assert_one_error_line,
     chat_command,
@@ -28,15 +29,6 @@ from tests.chat_helpers import (
     run_chat,
     send,
 )
-from tests.procs import ServerProcess, server_process
-
-
-@pytest.fixture(scope="module")
-def hello_server() -> Iterator[ServerProcess]:
-    """One real hello-server for the module; each test uses its own rooms."""
-    with server_process() as server:
-        server.follow_log()
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +44,10 @@ def who(server: ServerProcess, room: str, user: str = "alice") -> list[str]:
 
 
 class TestSend:
-    def test_send_delivers_one_message_and_exits_0(self, hello_server: ServerProcess) -> None:
+    def test_send_delivers_one_message_and_exits_0(self, daemon: ServerProcess) -> None:
         """`send` delivers its text to the room's members and prints nothing."""
-        with listening(hello_server.address, "send-ok") as observer:
-            result = run_chat(["send", *who(hello_server, "send-ok"), "hello, room"])
+        with listening(daemon.address, "send-ok") as observer:
+            result = run_chat(["send", *who(daemon, "send-ok"), "hello, room"])
             assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
             message = observer.next_message()
         assert message["id"] == "alice"
@@ -63,29 +55,27 @@ class TestSend:
         assert message["text"] == "hello, room"
 
     def test_words_are_joined_and_the_server_comes_from_the_environment(
-        self, hello_server: ServerProcess
+        self, daemon: ServerProcess
     ) -> None:
         """Several TEXT words are sent as one message; HELLO_SERVER names the server."""
-        with listening(hello_server.address, "send-env") as observer:
-            env = child_env(HELLO_SERVER=hello_server.address)
+        with listening(daemon.address, "send-env") as observer:
+            env = child_env(HELLO_SERVER=daemon.address)
             result = run_chat(
                 ["send", "--room", "send-env", "--user", "cron", "backup", "done"], env=env
             )
             assert result.returncode == 0, result.stderr
             assert observer.next_text() == "backup done"
 
-    def test_a_room_nobody_is_in_gives_one_line_and_exit_1(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_a_room_nobody_is_in_gives_one_line_and_exit_1(self, daemon: ServerProcess) -> None:
         """Sending to a room without members: exit 1, one line naming the room."""
-        result = run_chat(["send", *who(hello_server, "empty-room"), "anyone?"])
+        result = run_chat(["send", *who(daemon, "empty-room"), "anyone?"])
         assert result.returncode == 1
         assert_one_error_line(result, "room 'empty-room' does not exist: nobody has joined it")
 
-    def test_invalid_input_gives_one_line_and_exit_1(self, hello_server: ServerProcess) -> None:
+    def test_invalid_input_gives_one_line_and_exit_1(self, daemon: ServerProcess) -> None:
         """An id the server refuses: exit 1 with the server's reason."""
-        with listening(hello_server.address, "send-bad"):
-            result = run_chat(["send", *who(hello_server, "send-bad", " padded"), "hi"])
+        with listening(daemon.address, "send-bad"):
+            result = run_chat(["send", *who(daemon, "send-bad", " padded"), "hi"])
         assert result.returncode == 1
         assert_one_error_line(result, "sender id ' padded' starts or ends with whitespace")
 
@@ -106,12 +96,12 @@ class TestSend:
 
 
 class TestListen:
-    def test_json_count_prints_n_messages_then_exits_0(self, hello_server: ServerProcess) -> None:
+    def test_json_count_prints_n_messages_then_exits_0(self, daemon: ServerProcess) -> None:
         """`listen --json --count 2` prints two JSON lines with the documented keys and exits."""
-        listener = Listener(hello_server.address, "listen-json", "logger", ["--count", "2"])
+        listener = Listener(daemon.address, "listen-json", "logger", ["--count", "2"])
         try:
             assert listener.wait_joined() == "joined listen-json as logger"
-            seqs = [send(hello_server.address, "listen-json", "bob", f"m{n}") for n in (1, 2)]
+            seqs = [send(daemon.address, "listen-json", "bob", f"m{n}") for n in (1, 2)]
             first, second = listener.next_message(), listener.next_message()
             assert listener.process.wait(TIMEOUT) == 0
             assert listener.stdout.get(timeout=TIMEOUT) is None  # nothing after the 2nd
@@ -125,10 +115,10 @@ class TestListen:
         assert first["timestamp"].endswith("Z")
         assert stamp.utcoffset() == timedelta(0)
 
-    def test_plain_output_is_one_inert_line_per_message(self, hello_server: ServerProcess) -> None:
+    def test_plain_output_is_one_inert_line_per_message(self, daemon: ServerProcess) -> None:
         """Without --json (and not on a terminal): `HH:MM:SS sender: text`, controls escaped."""
         process = subprocess.Popen(
-            [*chat_command(), "listen", *who(hello_server, "listen-plain", "me"), "--count", "2"],
+            [*chat_command(), "listen", *who(daemon, "listen-plain", "me"), "--count", "2"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -138,8 +128,8 @@ class TestListen:
         try:
             assert process.stderr is not None
             assert process.stderr.readline() == "joined listen-plain as me\n"
-            send(hello_server.address, "listen-plain", "eve", "\x1b[2Jtwo\nlines")
-            send(hello_server.address, "listen-plain", "me", "mine")
+            send(daemon.address, "listen-plain", "eve", "\x1b[2Jtwo\nlines")
+            send(daemon.address, "listen-plain", "me", "mine")
             out, err = process.communicate(timeout=TIMEOUT)
         finally:
             if process.poll() is None:
@@ -152,9 +142,9 @@ class TestListen:
         assert lines[1][8:] == " me (you): mine"
         datetime.strptime(lines[0][:8], "%H:%M:%S")
 
-    def test_ctrl_c_stops_listen_with_exit_130(self, hello_server: ServerProcess) -> None:
+    def test_ctrl_c_stops_listen_with_exit_130(self, daemon: ServerProcess) -> None:
         """SIGINT ends listen without a traceback, status 130, and the member leaves."""
-        listener = Listener(hello_server.address, "listen-int", "logger")
+        listener = Listener(daemon.address, "listen-int", "logger")
         try:
             listener.wait_joined()
             listener.process.send_signal(signal.SIGINT)
@@ -171,13 +161,11 @@ class TestListen:
 
 
 class TestPipedInput:
-    def test_each_line_is_sent_in_order_blank_lines_skipped(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_each_line_is_sent_in_order_blank_lines_skipped(self, daemon: ServerProcess) -> None:
         """Piped lines (any line ending, last one unterminated) arrive in order; exit 0."""
-        with listening(hello_server.address, "piped") as observer:
+        with listening(daemon.address, "piped") as observer:
             result = run_chat(
-                who(hello_server, "piped", "piper"),
+                who(daemon, "piped", "piper"),
                 stdin="first\n\n   \nsecond\r\nthird é\n[b]fourth[/b]",
             )
             assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -186,40 +174,36 @@ class TestPipedInput:
         assert {m["id"] for m in texts} == {"piper"}
         assert [m["seq"] for m in texts] == sorted(m["seq"] for m in texts)
 
-    def test_no_input_sends_nothing_and_exits_0(self, hello_server: ServerProcess) -> None:
+    def test_no_input_sends_nothing_and_exits_0(self, daemon: ServerProcess) -> None:
         """Empty stdin: nothing to send, nothing to fail; exit 0 even without members."""
-        result = run_chat(who(hello_server, "nobody-here"), stdin="")
+        result = run_chat(who(daemon, "nobody-here"), stdin="")
         assert (result.returncode, result.stderr) == (0, "")
 
     def test_a_room_nobody_is_in_fails_the_first_line_with_exit_1(
-        self, hello_server: ServerProcess
+        self, daemon: ServerProcess
     ) -> None:
         """Piped mode does not join, so a room without members is an error, not silence."""
-        result = run_chat(who(hello_server, "piped-empty"), stdin="hello\nworld\n")
+        result = run_chat(who(daemon, "piped-empty"), stdin="hello\nworld\n")
         assert result.returncode == 1
         assert_one_error_line(
             result, "line 1 not sent: room 'piped-empty' does not exist: nobody has joined it"
         )
 
-    def test_a_refused_line_stops_the_input_there(self, hello_server: ServerProcess) -> None:
+    def test_a_refused_line_stops_the_input_there(self, daemon: ServerProcess) -> None:
         """A line the server refuses: the lines before it went out, none after; exit 1."""
         too_long = "x" * (64 * 1024 + 1)
-        with listening(hello_server.address, "piped-stop") as observer:
-            result = run_chat(
-                who(hello_server, "piped-stop", "piper"), stdin=f"one\n{too_long}\nthree\n"
-            )
+        with listening(daemon.address, "piped-stop") as observer:
+            result = run_chat(who(daemon, "piped-stop", "piper"), stdin=f"one\n{too_long}\nthree\n")
             assert result.returncode == 1
             assert_one_error_line(result, "line 2 not sent: message text is 65537 bytes")
-            send(hello_server.address, "piped-stop", "marker", "after")
+            send(daemon.address, "piped-stop", "marker", "after")
             assert observer.next_text() == "one"
             assert observer.next_text() == "after"  # "three" was never sent
 
-    def test_invalid_utf8_is_refused_with_its_line_number(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_invalid_utf8_is_refused_with_its_line_number(self, daemon: ServerProcess) -> None:
         """Bytes that are not UTF-8 stop the input with exit 1 and the line number."""
-        with listening(hello_server.address, "piped-bytes"):
-            result = run_chat(who(hello_server, "piped-bytes"), stdin=b"ok\n\xff\xfe\n")
+        with listening(daemon.address, "piped-bytes"):
+            result = run_chat(who(daemon, "piped-bytes"), stdin=b"ok\n\xff\xfe\n")
         assert result.returncode == 1
         assert_one_error_line(result, "line 2 not sent: it is not valid UTF-8 text")
 

@@ -27,7 +27,8 @@ from hello_client import (
 from hello_client.sender import StreamSender
 from hello_protocol.wire import DEFAULT_MAX_TEXT_BYTES
 from hello_server import ChatServer, InputLimits, QueueLimits, ServerConfig, run_server
-from tests.conftest import hub_until, member_users, within
+from tests.support import within
+from tests.support.calls import hub_until, member_users
 
 
 @pytest.fixture

@@ -9,15 +9,15 @@ kilobyte-sized texts until the hub reports the member gone.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, QueueLimits, ServerConfig
-from tests.conftest import (
+from tests.support import within
+from tests.support.calls import (
     RPCS,
     drain,
     member,
@@ -27,10 +27,10 @@ from tests.conftest import (
     receive,
     rpc_error,
     send,
-    within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 QUEUE = QueueLimits(max_messages=64, max_bytes=1 << 20)
 # Far more than the flow-control windows and socket buffers can absorb.
 MAX_SEND_BYTES = 64 << 20

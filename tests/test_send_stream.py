@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -12,19 +13,21 @@ import pytest
 from hello_client import ChatClient, HelloError, InvalidInput, RoomNotFound
 from hello_client.sender import StreamSender
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_protocol.wire import SERVICE_NAME
 from hello_server import ChatServer, Hub, QueueLimits, ServerConfig, run_server
 from hello_server.service import ChatRoomService, encode_message
 from hello_server.validation import InputLimits
-from tests.conftest import joined
+from tests.support.calls import joined, read_messages
 
 TIMEOUT = 10
+
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class TestSendStreamRpc:
     async def test_each_message_is_acknowledged_in_order(
-        self, server: ChatServer, stub: hello_pb2_grpc.ChatRoomStub
+        self, server: ChatServer, stub: Stub
     ) -> None:
         """Every message on the stream gets one successful Exit, with seqs in send order."""
         member = await joined(stub, "r", "reader")
@@ -33,12 +36,12 @@ class TestSendStreamRpc:
             replies = [reply async for reply in stub.SendStream(iter(requests))]
             assert [r.success for r in replies] == [True] * 50
             assert [r.seq for r in replies] == list(range(1, 51))
-            delivered = [(await member.read()).message for _ in range(50)]
+            delivered = [m.message for m in await read_messages(member, 50)]
         assert delivered == [f"m{i}" for i in range(50)]
         member.cancel()
 
     async def test_a_refused_message_does_not_end_the_stream(
-        self, server: ChatServer, stub: hello_pb2_grpc.ChatRoomStub
+        self, server: ChatServer, stub: Stub
     ) -> None:
         """A message to a missing room or with bad input is refused alone, with its status."""
         member = await joined(stub, "r", "reader")
@@ -56,7 +59,7 @@ class TestSendStreamRpc:
             ]
             assert "nowhere" in replies[0].message
             assert replies[1].message == "message text is empty"
-            assert (await member.read()).message == "kept"
+            assert [m.message for m in await read_messages(member, 1)] == ["kept"]
         member.cancel()
 
 
