@@ -119,7 +119,7 @@ CommandServerOption = Annotated[
         "-s",
         metavar="HOST:PORT",
         callback=_checked_server,
-        help=f"Server as host:port (port defaults to 8080); ${SERVER_ENV} or "
+        help=f"Server as HOST[:PORT] (port 8080 if not given); ${SERVER_ENV} or "
         f"{DEFAULT_ADDRESS} if not given here or before the command name.",
         show_default=False,
     ),
@@ -158,7 +158,7 @@ def room(
             envvar=SERVER_ENV,
             metavar="HOST:PORT",
             callback=_checked_server,
-            help="Server as host:port (port defaults to 8080).",
+            help="Server as HOST[:PORT]; the port defaults to 8080, IPv6 goes in brackets.",
         ),
     ] = DEFAULT_ADDRESS,
     version: Annotated[

@@ -79,12 +79,10 @@ class TestSend:
         assert result.returncode == 1
         assert_one_error_line(result, "sender id ' padded' starts or ends with whitespace")
 
-    def test_text_over_the_limit_is_refused_before_sending(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_text_over_the_limit_is_refused_before_sending(self, daemon: ServerProcess) -> None:
         """69,700 characters: exit 1, the limit named in the server's words, not gRPC's."""
-        with listening(hello_server.address, "send-big"):
-            result = run_chat(["send", *who(hello_server, "send-big"), "x" * 69_700])
+        with listening(daemon.address, "send-big"):
+            result = run_chat(["send", *who(daemon, "send-big"), "x" * 69_700])
         assert result.returncode == 1
         assert_one_error_line(result, "message text is 69700 bytes; the limit is 65536 bytes")
 
@@ -313,27 +311,25 @@ class TestServerOption:
         """A bare host gets the default port; IPv6 stays in brackets."""
         assert server_target(address) == target
 
-    def test_server_room_and_user_may_come_before_the_command(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_server_room_and_user_may_come_before_the_command(self, daemon: ServerProcess) -> None:
         """`hello-chat --server X --room R --user U send TEXT` works, as --help lists them there."""
-        with listening(hello_server.address, "before") as observer:
-            result = run_chat(["--server", hello_server.address, "send", "--room", "before",
+        with listening(daemon.address, "before") as observer:
+            result = run_chat(["--server", daemon.address, "send", "--room", "before",
                                "--user", "early", "first"])  # fmt: skip
             assert (result.returncode, result.stderr) == (0, "")
             assert observer.next_text() == "first"
-            result = run_chat(["--server", hello_server.address, "--room", "before",
+            result = run_chat(["--server", daemon.address, "--room", "before",
                                "--user", "early", "send", "second"])  # fmt: skip
             assert (result.returncode, result.stderr) == (0, "")
             assert observer.next_message()["text"] == "second"
 
     def test_the_value_after_the_command_wins(
-        self, hello_server: ServerProcess, dead_address: str
+        self, daemon: ServerProcess, dead_address: str
     ) -> None:
         """Given in both places, the option after the command name is the one used."""
-        with listening(hello_server.address, "after-wins") as observer:
+        with listening(daemon.address, "after-wins") as observer:
             result = run_chat(["--server", dead_address, "--room", "elsewhere", "send",
-                               "--server", hello_server.address, "--room", "after-wins",
+                               "--server", daemon.address, "--room", "after-wins",
                                "--user", "u", "hi"])  # fmt: skip
             assert (result.returncode, result.stderr) == (0, "")
             assert observer.next_text() == "hi"

@@ -125,29 +125,25 @@ class TestChatting:
             # Nothing reached the room before this line.
             assert observer.next_message()["text"] == "/slash is sent"
 
-    def test_a_line_stops_at_the_message_limit(
-        self, hello_server: ServerProcess, term: Tmux
-    ) -> None:
+    def test_a_line_stops_at_the_message_limit(self, daemon: ServerProcess, term: Tmux) -> None:
         """70,000 characters typed without bracketed paste: the line stops at 65,536 bytes.
 
         hello-chat says why as the limit is reached, and Enter sends what was
         kept (rather than failing after the fact, or spending seconds of CPU
         on one key-binding lookup per character).
         """
-        with listening(hello_server.address, "limit") as observer:
-            join(term, hello_server, "lena", "limit")
+        with listening(daemon.address, "limit") as observer:
+            join(term, daemon, "lena", "limit")
             for _ in range(70):
                 term.type("lena", "x" * 1000)
             term.wait_for_line("lena", "the message limit is 65536 bytes; the line stops there")
             term.keys("lena", "Enter")
             assert observer.next_text() == "x" * 65536
 
-    def test_typed_ahead_keys_keep_their_order(
-        self, hello_server: ServerProcess, term: Tmux
-    ) -> None:
+    def test_typed_ahead_keys_keep_their_order(self, daemon: ServerProcess, term: Tmux) -> None:
         """Characters and Enter arriving in one burst: each line is sent as typed."""
-        with listening(hello_server.address, "burst") as observer:
-            join(term, hello_server, "mia", "burst")
+        with listening(daemon.address, "burst") as observer:
+            join(term, daemon, "mia", "burst")
             term.keys("mia", "one two", "Enter", "three", "Enter")
             assert observer.next_text() == "one two"
             assert observer.next_text() == "three"
