@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES, DEFAULT_PORT
 from hello_server.config import (
     DEFAULT_LINGER_SECONDS,
@@ -27,7 +28,6 @@ from hello_server.config import (
 )
 from hello_server.hub import QueueLimits
 from hello_server.server import BindError, ChatServer
-from hello_server.validation import InputLimits
 
 EXIT_OK = 0
 EXIT_FORCED = 1  # a second signal cut the drain short

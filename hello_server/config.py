@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hello_protocol import hello_pb2 as pb
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
-from hello_server.validation import InputLimits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

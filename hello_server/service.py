@@ -20,11 +20,11 @@ from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hello_protocol import hello_pb2 as pb
+from hello_protocol.validation import InputLimits, InvalidInput, check_id, check_name, check_text
 from hello_protocol.wire import SERVICE_NAME, frame_batch
 from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
 from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
-from hello_server.validation import InputLimits, InvalidInput, check_id, check_name, check_text
 
 log = logging.getLogger(__name__)
 

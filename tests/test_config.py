@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_MAX_TEXT_BYTES, ENVELOPE_ALLOWANCE_BYTES
 from hello_server import QueueLimits, ServerConfig, run_server
 from hello_server.config import ConfigError, largest_delivery_bytes
-from hello_server.validation import InputLimits
 from tests.support.calls import joined, open_stub, read_messages, send
 
 WIDE = "\N{GRINNING FACE}"  # 4 bytes in UTF-8: the widest an id character can be

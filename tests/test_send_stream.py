@@ -13,10 +13,10 @@ import pytest
 from hello_client import ChatClient, HelloError, InvalidInput, RoomNotFound
 from hello_client.sender import StreamSender
 from hello_protocol import hello_pb2 as pb
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import SERVICE_NAME
 from hello_server import ChatServer, Hub, QueueLimits, ServerConfig, run_server
 from hello_server.service import ChatRoomService, encode_message
-from hello_server.validation import InputLimits
 from tests.support.calls import joined, read_messages
 
 TIMEOUT = 10
