@@ -113,14 +113,29 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
             if prompting in done and prompting.result() is _Leave.AFTER_SENDING:
                 done, _ = await asyncio.wait((reading, sending), return_when=FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
+            _end_prompt(session, prompting)
+            reading.cancel()
+            sending.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         if reading in done:
             reading.result()  # raises what ended the room
         if sending in done:
             sending.result()  # raises a lost connection
         screen.notice(f"left {room}")
+
+
+def _end_prompt(session: PromptSession[str], prompting: asyncio.Task[_Leave]) -> None:
+    """End the prompt the way /quit does, so prompt_toolkit erases it whole.
+
+    Cancelling a running prompt can leave half of it on the screen (the text
+    typed so far, without the prompt), and the error line printed next would
+    then run on from it.
+    """
+    app = session.app
+    if app.is_running and not app.is_done:
+        app.exit()
+    else:
+        prompting.cancel()
 
 
 class _BurstsAsPaste(Vt100Input):
