@@ -16,14 +16,18 @@ import typer
 
 from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES, DEFAULT_PORT
 from hello_server.config import (
+    DEFAULT_CONNECTION_QUEUE_BYTES,
     DEFAULT_LINGER_SECONDS,
+    DEFAULT_MEMORY_BUDGET,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
+    DEFAULT_STALLED_CLOSE_SECONDS,
     LOG_LEVELS,
     ConfigError,
     ServerConfig,
 )
 from hello_server.hub import QueueLimits
+from hello_server.memory import MemoryBudget
 from hello_server.server import BindError, ChatServer
 from hello_server.validation import InputLimits
 
@@ -68,6 +72,27 @@ def serve(
             envvar="HELLO_QUEUE_BYTES", help="Bytes a member may have waiting before eviction."
         ),
     ] = DEFAULT_QUEUE_BYTES,
+    memory_budget: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MEMORY_BUDGET",
+            help="Bytes waiting for all members together before the largest is evicted.",
+        ),
+    ] = DEFAULT_MEMORY_BUDGET,
+    connection_queue_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_CONNECTION_QUEUE_BYTES",
+            help="Bytes waiting for one connection's members before its largest is evicted.",
+        ),
+    ] = DEFAULT_CONNECTION_QUEUE_BYTES,
+    stalled_close_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_STALLED_CLOSE_SECONDS",
+            help="Seconds before closing a connection whose evicted streams all stopped reading.",
+        ),
+    ] = DEFAULT_STALLED_CLOSE_SECONDS,
     batch_linger_ms: Annotated[
         float,
         typer.Option(
@@ -90,6 +115,8 @@ def serve(
             port=port,
             limits=InputLimits(max_id_chars=max_id_chars, max_text_bytes=max_message_bytes),
             queue=QueueLimits(max_messages=queue_size, max_bytes=queue_bytes),
+            memory=MemoryBudget(memory_budget, connection_queue_bytes),
+            stalled_close_seconds=stalled_close_seconds,
             grace_seconds=grace,
             batch_linger_seconds=batch_linger_ms / 1000,
             log_level=log_level.lower(),

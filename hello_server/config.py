@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
+from hello_server.memory import MemoryBudget
 from hello_server.validation import InputLimits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -16,10 +17,28 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # keep latency low. Quiet streams never wait (see ChatRoomService._write_batches).
 DEFAULT_LINGER_SECONDS = 0.005
 
-# A member may fall this far behind before it is evicted. Measured on a busy
-# 2-core machine (docs/benchmarks.md): healthy readers stay far below both.
+# A member may fall this far behind (queued plus what its stream is writing)
+# before it is evicted: what a chat client needs (Centrifugo's default client
+# queue is 1 MB), and 15 maximum-size messages. The count bound caps the
+# per-message overhead that bytes do not show (~41 bytes each, 170 KiB).
 DEFAULT_QUEUE_MESSAGES = 4096
-DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+DEFAULT_QUEUE_BYTES = 1024 * 1024
+
+# Bytes of messages waiting for all members together: 256 full member queues,
+# or ~3,800 maximum-size messages, on top of the server's own ~100 MB; past
+# it the member holding the most is evicted. Sized so that the whole server
+# fits a 512 MB container (docs/hardening.md).
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+# ...and for all members on one client connection: 16 full member queues. A
+# client in many rooms rarely has all of them full at once; one that stops
+# reading every stream (a zero flow-control window) is evicted after 16 MiB.
+DEFAULT_CONNECTION_QUEUE_BYTES = 16 * 1024 * 1024
+
+# An evicted stream whose client does not read keeps its handler in a write;
+# when every member stream of a connection is in that state this long, the
+# connection is closed (hello_server.reaper). Long enough for a client that
+# was only paused to learn why it was evicted.
+DEFAULT_STALLED_CLOSE_SECONDS = 5.0
 
 
 class ConfigError(ValueError):
@@ -39,6 +58,10 @@ class ServerConfig:
     grace_seconds: float = 5.0
     log_level: str = "info"
     batch_linger_seconds: float = DEFAULT_LINGER_SECONDS
+    memory: MemoryBudget = field(
+        default_factory=lambda: MemoryBudget(DEFAULT_MEMORY_BUDGET, DEFAULT_CONNECTION_QUEUE_BYTES)
+    )
+    stalled_close_seconds: float = DEFAULT_STALLED_CLOSE_SECONDS
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -47,11 +70,23 @@ class ServerConfig:
             raise ConfigError(f"port {self.port} is not in 0..65535")
         if self.queue.max_messages < 1:
             raise ConfigError("queue size must be at least 1 message")
-        if self.queue.max_bytes < self.limits.max_text_bytes:
+        if self.queue.max_bytes < self.max_receive_bytes:
             raise ConfigError(
                 f"queue byte bound ({self.queue.max_bytes}) must hold at least one "
-                f"maximum-size message ({self.limits.max_text_bytes} bytes)"
+                f"maximum-size message ({self.max_receive_bytes} bytes with its envelope)"
             )
+        if self.memory.connection_bytes < self.queue.max_bytes:
+            raise ConfigError(
+                f"connection queue budget ({self.memory.connection_bytes}) must hold at "
+                f"least one full member queue ({self.queue.max_bytes} bytes)"
+            )
+        if self.memory.total_bytes < self.memory.connection_bytes:
+            raise ConfigError(
+                f"memory budget ({self.memory.total_bytes}) must be at least the "
+                f"connection queue budget ({self.memory.connection_bytes} bytes)"
+            )
+        if not 0 < self.stalled_close_seconds <= 3600:
+            raise ConfigError("stalled close delay must be more than 0 and at most 3600 s")
         if not 0 <= self.batch_linger_seconds <= 1:
             raise ConfigError("batch linger must be between 0 and 1000 ms")
         if self.grace_seconds < 0:

@@ -42,8 +42,10 @@ def hub(encoder: RecordingEncoder) -> Hub:
 
 
 def queued(member: Member) -> list[bytes]:
-    """Everything waiting in a member's mailbox, removed from it."""
-    return member.mailbox.take_nowait(1 << 30)
+    """Everything waiting in a member's mailbox, removed from it as a reader that wrote it."""
+    batch = member.mailbox.take_nowait(1 << 30)
+    member.mailbox.wrote(shared=sum(map(len, batch)))
+    return batch
 
 
 def close_cause(member: Member) -> MailboxClosed:
