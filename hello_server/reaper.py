@@ -105,15 +105,14 @@ class StalledConnections:
             len(stuck),
             self._delay,
         )
+        self.closed_connections += 1  # counted now: the streams may end before the thread returns
         task = asyncio.create_task(self._close(connection))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _close(self, connection: str) -> None:
         # Listing a process's sockets reads /proc: keep it off the event loop.
-        if await asyncio.to_thread(shut_down_connection, connection, self._local_port()):
-            self.closed_connections += 1
-        else:
+        if not await asyncio.to_thread(shut_down_connection, connection, self._local_port()):
             log.warning("connection %s to close was not found (already gone?)", connection)
 
 

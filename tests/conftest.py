@@ -195,7 +195,10 @@ async def within(awaitable: Awaitable[T]) -> T:
 @contextlib.asynccontextmanager
 async def open_stub(address: str) -> AsyncIterator[hello_pb2_grpc.ChatRoomStub]:
     """A stub on its own channel (its own TCP connection), closed on exit."""
-    async with grpc.aio.insecure_channel(address, options=CLIENT_KEEPALIVE_OPTIONS) as chan:
+    # Channels with equal arguments share one connection through gRPC's global
+    # subchannel pool; a local pool gives this one its own.
+    options = (*CLIENT_KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
+    async with grpc.aio.insecure_channel(address, options=options) as chan:
         yield hello_pb2_grpc.ChatRoomStub(chan)
 
 
