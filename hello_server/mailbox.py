@@ -197,6 +197,11 @@ class Mailbox:
         await self.wait()
         return self.take_nowait(limit, byte_limit)
 
+    def writing(self, copy: int) -> None:
+        """gRPC copied ``copy`` bytes for a write: they are this member's until released."""
+        self._held_private += copy
+        self._ledger.growth += copy
+
     def framed(self, copy: int) -> None:
         """The reader replaced everything it took by a ``copy``-byte frame of its own."""
         self._held_shared = 0

@@ -58,6 +58,8 @@ class StalledConnections:
         self._local_port = local_port
         self._streams: dict[str, set[int]] = {}
         self._stuck: dict[str, set[int]] = {}
+        self._armed: set[str] = set()  # connections with a check pending
+        self._closing: set[str] = set()  # connections being shut down
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed_connections = 0
 
@@ -81,6 +83,7 @@ class StalledConnections:
                 self._arm(connection)  # the last healthy stream went: the rest are all stuck
         if not streams:
             del self._streams[connection]
+            self._closing.discard(connection)
 
     def evicted(self, stream: Stream) -> None:
         """The hub evicted a member: if its handler holds a write, watch its connection."""
@@ -92,12 +95,16 @@ class StalledConnections:
         self._arm(stream.connection)
 
     def _arm(self, connection: str) -> None:
-        asyncio.get_running_loop().call_later(self._delay, self._check, connection)
+        if connection not in self._armed and connection not in self._closing:
+            self._armed.add(connection)
+            asyncio.get_running_loop().call_later(self._delay, self._check, connection)
 
     def _check(self, connection: str) -> None:
+        self._armed.discard(connection)
         stuck = self._stuck.get(connection)
         if not stuck or len(stuck) < len(self._streams.get(connection, ())):
             return  # it read again, or it still has a stream that is not stuck
+        self._closing.add(connection)
         log.info(
             "closing connection %s: its %d stream(s) were evicted and it has not read "
             "for %.1f s since",

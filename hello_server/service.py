@@ -35,8 +35,10 @@ _Deliver = Callable[[Mailbox, Context], Awaitable[None]]
 MAX_BATCH = 512
 # ...and at most this many bytes (a single larger message goes alone), so that
 # every stream message fits a default gRPC client's 4 MiB receive limit with
-# room to spare, and a stalled stream holds at most this much in one write.
-MAX_BATCH_BYTES = 1024 * 1024
+# room to spare, and a stalled stream holds little in one write: the frame,
+# gRPC's copy of it and gRPC's copy of the previous one count in the member's
+# 1 MiB queue bound (below).
+MAX_BATCH_BYTES = 128 * 1024
 
 # A Subscribe stream also gathers while the event loop runs its timers late
 # by more than LAG_THRESHOLD (it is saturated, and each write costs far more
@@ -146,13 +148,25 @@ class ChatRoomService:
 
     @staticmethod
     async def _write_each(mailbox: Mailbox, context: Context) -> None:
-        """Write each queued message as one ``hello.Message``; stop at once when evicted."""
+        """Write each queued message as one ``hello.Message``; stop at once when evicted.
+
+        What a write pins counts in the member's bytes until gRPC is surely
+        done with it: gRPC copies each message, and the copy of one written
+        into a closed flow-control window may wait in its buffer until the
+        next write completes, so each copy is released one write later (or
+        when the stream goes idle).
+        """
         while True:
+            previous = 0
             for payload in await mailbox.take(MAX_BATCH, MAX_BATCH_BYTES):
                 if mailbox.closed:
                     break  # the next take raises why
+                size = len(payload)
+                mailbox.writing(size)
                 await context.write(payload)
-                mailbox.wrote(shared=len(payload))
+                mailbox.wrote(shared=size, private=previous)
+                previous = size
+            mailbox.wrote(private=previous)
 
     async def _write_batches(self, mailbox: Mailbox, context: Context) -> None:
         """Write everything queued as one batch, coalescing only when busy.
@@ -168,7 +182,11 @@ class ChatRoomService:
         linger = self._linger
         lag = self._lag
         last_write = -linger
+        previous = 0  # gRPC's copy of the last batch, counted until the next is written
         while True:
+            if previous and not len(mailbox):
+                mailbox.wrote(private=previous)
+                previous = 0
             await mailbox.wait()
             gather = linger if loop.time() - last_write < linger else 0.0
             # A saturated loop: writes are the bottleneck, so gather for about
@@ -178,10 +196,13 @@ class ChatRoomService:
             if gather and len(mailbox) < MAX_BATCH and mailbox.queued_bytes < MAX_BATCH_BYTES:
                 await asyncio.sleep(gather)
             batch = frame_batch(mailbox.take_nowait(MAX_BATCH, MAX_BATCH_BYTES))
-            mailbox.framed(len(batch))  # the frame is this member's own copy
+            size = len(batch)
+            mailbox.framed(size)  # the frame is this member's own copy...
+            mailbox.writing(size)  # ...and so is gRPC's
             await context.write(batch)
-            mailbox.wrote(private=len(batch))
             del batch  # not kept alive while the stream waits
+            mailbox.wrote(private=size + previous)
+            previous = size
             last_write = loop.time()
             lag.want()
 
