@@ -83,7 +83,14 @@ async def count_until_end(call: grpc.aio.UnaryStreamCall[Any, Any]) -> int:
 
 # A queue big enough that flooding a member who never reads blocks the
 # server's write to it (HTTP/2 and TCP buffers fill up) instead of evicting it.
-STALL_ARGS = ["--queue-bytes", str(64 << 20), "--queue-size", "100000"]
+STALL_ARGS = [
+    "--queue-bytes",
+    str(64 << 20),
+    "--connection-queue-bytes",
+    str(64 << 20),
+    "--queue-size",
+    "100000",
+]
 STALL_TEXT = "x" * 60_000
 STALL_MESSAGES = 600  # 36 MB: far beyond what loopback TCP and HTTP/2 windows hold
 
