@@ -18,10 +18,10 @@ import enum
 
 
 class Ledger:
-    """Bytes a reader made for itself alone since the hub last measured memory.
+    """How much memory in use may have grown since the hub last measured it.
 
-    One per hub, shared by its mailboxes: the hub's cheap upper bound on
-    memory in use grows by what is published and by what readers copy.
+    One per hub, shared by its mailboxes: it grows by what is published and
+    by what readers copy, and shrinks by the copies written since.
     """
 
     __slots__ = ("growth",)
@@ -212,6 +212,8 @@ class Mailbox:
         """The reader finished writing these held bytes: they are no longer pinned."""
         self._held_shared -= shared
         self._held_private -= private
+        # Net: a copy written at once never brings the next measurement nearer.
+        self._ledger.growth -= private
 
     def release(self) -> None:
         """The reader is gone: nothing it took is held any more."""
