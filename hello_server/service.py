@@ -158,9 +158,12 @@ class ChatRoomService:
         """
         while True:
             previous = 0
-            for payload in await mailbox.take(MAX_BATCH, MAX_BATCH_BYTES):
+            batch = await mailbox.take(MAX_BATCH, MAX_BATCH_BYTES)
+            batch.reverse()  # popped from the end, each message is let go once written
+            while batch:
                 if mailbox.closed:
                     break  # the next take raises why
+                payload = batch.pop()
                 size = len(payload)
                 mailbox.writing(size)
                 await context.write(payload)
