@@ -58,11 +58,11 @@ class Mailbox:
         "_bytes",
         "_closed",
         "_held_private",
-        "_held_shared",
         "_items",
         "_ledger",
         "_max_bytes",
         "_max_items",
+        "_pending",
         "_waiter",
     )
 
@@ -75,9 +75,10 @@ class Mailbox:
         self._max_bytes = max_bytes
         self._waiter: asyncio.Future[None] | None = None
         self._closed: MailboxClosed | None = None
-        # Taken by the reader, not yet written: payloads the room's other
-        # members may hold too, and copies made for this member alone.
-        self._held_shared = 0
+        # Queued, plus taken by the reader and not yet written: payloads the
+        # room's other members may hold too, and copies made for this member
+        # alone (``_held_private``). One sum, so that `put` checks one number.
+        self._pending = 0
         self._held_private = 0
         self._ledger = ledger or Ledger()
 
@@ -91,12 +92,12 @@ class Mailbox:
     @property
     def held_bytes(self) -> int:
         """Bytes the reader took and has not finished writing."""
-        return self._held_shared + self._held_private
+        return self._pending - self._bytes
 
     @property
     def pending_bytes(self) -> int:
         """Everything this member pins: queued plus taken and not yet written."""
-        return self._bytes + self._held_shared + self._held_private
+        return self._pending
 
     @property
     def shared_bytes(self) -> int:
@@ -105,7 +106,7 @@ class Mailbox:
         Each member's are a suffix of the room's stream, so a room pins the
         largest of its members' shared bytes, not their sum.
         """
-        return self._bytes + self._held_shared
+        return self._pending - self._held_private
 
     @property
     def private_bytes(self) -> int:
@@ -121,13 +122,12 @@ class Mailbox:
 
         The byte bound covers what the reader holds in a write as well.
         """
-        if (
-            len(self._items) >= self._max_items
-            or self._bytes + self._held_shared + self._held_private + len(payload) > self._max_bytes
-        ):
+        size = len(payload)
+        if len(self._items) >= self._max_items or self._pending + size > self._max_bytes:
             return False
         self._items.append(payload)
-        self._bytes += len(payload)
+        self._bytes += size
+        self._pending += size
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -142,6 +142,7 @@ class Mailbox:
             return
         self._closed = MailboxClosed(reason, detail)
         self._items.clear()
+        self._pending -= self._bytes
         self._bytes = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -182,14 +183,12 @@ class Mailbox:
             batch, self._items = items[:count], items[count:]
         elif len(items) <= limit:
             self._items = []
-            self._held_shared += self._bytes
             self._bytes = 0
             return items
         else:
             batch, self._items = items[:limit], items[limit:]
             size = sum(map(len, batch))
         self._bytes -= size
-        self._held_shared += size
         return batch
 
     async def take(self, limit: int, byte_limit: int | None = None) -> list[bytes]:
@@ -200,22 +199,23 @@ class Mailbox:
     def writing(self, copy: int) -> None:
         """gRPC copied ``copy`` bytes for a write: they are this member's until released."""
         self._held_private += copy
+        self._pending += copy
         self._ledger.growth += copy
 
     def framed(self, copy: int) -> None:
         """The reader replaced everything it took by a ``copy``-byte frame of its own."""
-        self._held_shared = 0
         self._held_private += copy
+        self._pending = self._bytes + self._held_private
         self._ledger.growth += copy
 
     def wrote(self, shared: int = 0, private: int = 0) -> None:
         """The reader finished writing these held bytes: they are no longer pinned."""
-        self._held_shared -= shared
+        self._pending -= shared + private
         self._held_private -= private
         # Net: a copy written at once never brings the next measurement nearer.
         self._ledger.growth -= private
 
     def release(self) -> None:
         """The reader is gone: nothing it took is held any more."""
-        self._held_shared = 0
+        self._pending = self._bytes
         self._held_private = 0
