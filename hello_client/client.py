@@ -8,24 +8,38 @@ out only after the server acknowledged the join (the response headers).
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import NamedTuple, Self
 
 import grpc
 
-from hello_client.errors import HelloError, ServerUnavailable, from_rpc_error
+from hello_client.errors import HelloError, InvalidInput, ServerUnavailable, from_rpc_error
 from hello_protocol import hello_pb2 as pb
+from hello_protocol import validation
 from hello_protocol.wire import (
     CLIENT_KEEPALIVE_OPTIONS,
     DEFAULT_ADDRESS,
+    DEFAULT_MAX_ID_CHARS,
     DEFAULT_MAX_TEXT_BYTES,
     ENVELOPE_ALLOWANCE_BYTES,
     JOIN_METHOD,
     SEND_METHOD,
     SUBSCRIBE_METHOD,
 )
+
+__all__ = ["ChatClient", "ChatMessage", "JoinCall", "Subscription"]
+
+# gRPC's own default receive limit, which every gRPC client (grpc-go, grpc-js)
+# has unless told otherwise; a server keeps each stream message under it.
+_GRPC_DEFAULT_RECEIVE_BYTES = 4 * 1024 * 1024
+# How long ``wait_connected`` waits for a first connection by default: longer
+# than a loaded server takes to accept, shorter than a person's patience.
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 # grpc-stubs does not declare the end-of-stream marker that read() returns.
 _EOF: object = grpc.aio.EOF  # type: ignore[attr-defined]
@@ -143,16 +157,32 @@ class ChatClient(AsyncClosing):
         target: str = DEFAULT_ADDRESS,
         *,
         max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+        max_id_chars: int = DEFAULT_MAX_ID_CHARS,
         batched: bool = True,
     ) -> None:
-        """``batched=False`` always uses the original Join RPC (one message per read)."""
+        """A channel to ``target`` (``host:port``); no connection is made until needed.
+
+        ``max_text_bytes`` and ``max_id_chars`` are the server's input limits
+        (its defaults unless told otherwise): input over them is refused
+        before it is sent, and received messages may be as large as the
+        text limit allows. ``batched=False`` always uses the original Join
+        RPC (one message per read).
+        """
         self.target = target
-        size = max_text_bytes + ENVELOPE_ALLOWANCE_BYTES
+        self.limits = validation.InputLimits(
+            max_id_chars=max_id_chars, max_text_bytes=max_text_bytes
+        )
+        largest_message = max_text_bytes + ENVELOPE_ALLOWANCE_BYTES
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
-                ("grpc.max_receive_message_length", -1),
-                ("grpc.max_send_message_length", size),
+                # gRPC's default, raised only as far as the largest message
+                # the server may deliver: never unlimited.
+                (
+                    "grpc.max_receive_message_length",
+                    max(_GRPC_DEFAULT_RECEIVE_BYTES, largest_message),
+                ),
+                ("grpc.max_send_message_length", largest_message),
                 *CLIENT_KEEPALIVE_OPTIONS,
             ],
         )
@@ -182,8 +212,36 @@ class ChatClient(AsyncClosing):
         """The underlying channel, for RPCs the client does not wrap."""
         return self._channel
 
+    async def wait_connected(self, seconds: float = CONNECT_TIMEOUT_SECONDS) -> None:
+        """Return once the channel is connected; raise ServerUnavailable if it cannot be.
+
+        For callers that may never make a call (piped input that turns out
+        empty) but must still learn that the server is not there. A failed
+        connection attempt ends the wait at once; a silent network, after
+        ``seconds``.
+        """
+        state = self._channel.get_state(try_to_connect=True)
+        try:
+            async with asyncio.timeout(seconds):
+                while state != grpc.ChannelConnectivity.READY:
+                    if state == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                        raise ServerUnavailable(
+                            f"cannot reach server {self.target}: "
+                            "the connection failed (is hello-server running there?)"
+                        )
+                    await self._channel.wait_for_state_change(state)
+                    state = self._channel.get_state(try_to_connect=True)
+        except TimeoutError:
+            raise ServerUnavailable(
+                f"cannot reach server {self.target}: no connection within {seconds:g} s"
+            ) from None
+
     async def join(self, room: str, user: str, name: str = "") -> Subscription:
         """Join ``room`` as ``user``; return once the server acknowledged it."""
+        with _refused_here():
+            validation.check_id("room id", room, self.limits)
+            validation.check_id("user id", user, self.limits)
+            validation.check_name(name, self.limits)
         request = pb.JoinRequest(roomID=room, user=pb.User(id=user, name=name))
         if not self._subscribe_unimplemented:
             try:
@@ -193,7 +251,11 @@ class ChatClient(AsyncClosing):
         return await self._open(self._join(request), False, room, user)
 
     async def send(self, room: str, user: str, text: str) -> int:
-        """Send ``text`` to ``room`` as ``user``; return the message's sequence number."""
+        """Send ``text`` to ``room`` as ``user``; return the message's sequence number.
+
+        Input over the limits is refused with InvalidInput before it is sent.
+        """
+        self.check_message(room, user, text)
         try:
             reply: pb.Exit = await self._send(pb.Message(id=user, roomID=room, message=text))
         except grpc.aio.AioRpcError as error:
@@ -201,6 +263,13 @@ class ChatClient(AsyncClosing):
         if not reply.success:
             raise HelloError(reply.message or "the server did not accept the message")
         return reply.seq
+
+    def check_message(self, room: str, user: str, text: str) -> None:
+        """Raise InvalidInput, in the server's words, if the server would refuse this message."""
+        with _refused_here():
+            validation.check_id("room id", room, self.limits)
+            validation.check_id("sender id", user, self.limits)
+            validation.check_text(text, self.limits)
 
     async def _open(
         self,
@@ -224,6 +293,15 @@ class ChatClient(AsyncClosing):
             call.cancel()
             raise
         return Subscription(call, batched=batched, target=self.target, room=room, user=user)
+
+
+@contextmanager
+def _refused_here() -> Iterator[None]:
+    """The shared checks' refusal as the library's InvalidInput, in the same words."""
+    try:
+        yield
+    except validation.InvalidInput as error:
+        raise InvalidInput(str(error)) from None
 
 
 class _Unimplemented(Exception):

@@ -38,8 +38,17 @@ def from_status(code: grpc.StatusCode, detail: str, target: str) -> HelloError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidInput(detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # gRPC core names the side whose size limit refused the message.
+        if "CLIENT: Received message larger than max" in detail:
+            return HelloError(
+                f"server {target} sent a message larger than this client accepts ({detail}); "
+                "give the client the server's text limit (max_text_bytes)"
+            )
         if "larger than max" in detail:
-            return InvalidInput(f"message too large for the server: {detail}")
+            return InvalidInput(
+                f"message larger than server {target} accepts ({detail}); "
+                "the client was told a bigger text limit (max_text_bytes) than the server's"
+            )
         return Evicted(detail)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         if detail == "server shutting down":

@@ -6,6 +6,14 @@ message is still acknowledged one by one, in order, so nothing is lost
 silently: ``send`` returns the message's sequence number, or raises the
 refusal for that message alone. Against a server without SendStream it falls
 back to SendMessage.
+
+One writer task owns the stream: it writes the queued messages in order and
+notes, per stream, which send each acknowledgement belongs to; one reader
+task per stream hands the acknowledgements out. So a cancelled ``send`` (a
+``wait_for`` that timed out) touches nothing shared: a message it had not
+written yet is dropped, and the acknowledgement of one already written is
+read and discarded when it comes. When a stream ends, only the sends written
+to it fail, and the next message opens a new one.
 """
 
 from __future__ import annotations
@@ -21,75 +29,36 @@ from hello_client.errors import ServerUnavailable, from_rpc_error, from_status
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import SEND_STREAM_METHOD
 
+__all__ = ["StreamSender"]
+
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
-SendCall = grpc.aio.StreamStreamCall[pb.Message, pb.Exit]
+_SendCall = grpc.aio.StreamStreamCall[pb.Message, pb.Exit]
+# A message to write and the future its acknowledgement resolves; None closes.
+_Outgoing = tuple[pb.Message, "asyncio.Future[int]"] | None
 
 
 class _Unimplemented(Exception):
     """The server has no SendStream: fall back to SendMessage."""
 
 
-class StreamSender(AsyncClosing):
-    """Pipelined, individually acknowledged sends. Use ``async with``."""
+class _Stream:
+    """One SendStream call, the task reading its acks, and the sends awaiting them."""
 
-    def __init__(self, client: ChatClient) -> None:
-        """A sender over ``client``'s channel; falls back to ``client.send``."""
-        self._client = client
-        self._target = client.target
-        self._open_stream = client.channel.stream_stream(
-            SEND_STREAM_METHOD,
-            request_serializer=pb.Message.SerializeToString,
-            response_deserializer=pb.Exit.FromString,
-        )
-        self._call: SendCall | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pending: deque[asyncio.Future[int]] = deque()
-        self._write_lock = asyncio.Lock()
-        self._unimplemented = False
+    def __init__(self, call: _SendCall, target: str) -> None:
+        self.call = call
+        self._target = target
+        # Futures of the messages written, in write order (acks come in that order).
+        self.unacknowledged: deque[asyncio.Future[int]] = deque()
+        self.reader = asyncio.create_task(self._read_acks(), name="send-stream-acks")
 
-    async def send(self, room: str, user: str, text: str) -> int:
-        """Send one message; return its sequence number once the server accepted it."""
-        if self._unimplemented:
-            return await self._client.send(room, user, text)
-        message = pb.Message(id=user, roomID=room, message=text)
-        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        # Acks come back in write order, so queue the future and write under one lock.
-        async with self._write_lock:
-            call = self._stream()
-            self._pending.append(ack)
-            # If the call has ended, the reader fails ``ack`` with its status.
-            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
-                await call.write(message)
-        try:
-            return await ack
-        except _Unimplemented:
-            self._unimplemented = True
-            return await self._client.send(room, user, text)
-
-    async def close(self) -> None:
-        """Finish the stream after the acknowledgements still due."""
-        call, reader = self._call, self._reader
-        if call is None or reader is None:
-            return
-        async with self._write_lock:
-            with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
-                await call.done_writing()
-        await reader
-
-    def _stream(self) -> SendCall:
-        if self._call is None:
-            # No request iterator: messages are written one by one with write().
-            call: SendCall = self._open_stream()  # type: ignore[call-arg]
-            self._call = call
-            self._reader = asyncio.create_task(self._read_acks(call))
-        return self._call
-
-    async def _read_acks(self, call: SendCall) -> None:
+    async def _read_acks(self) -> None:
         failure: Exception = ServerUnavailable(f"server {self._target} ended the send stream")
         try:
-            async for reply in call:
-                ack = self._pending.popleft()
+            async for reply in self.call:
+                ack = self.unacknowledged.popleft()
+                if ack.done():  # its send was cancelled: nobody wants the answer
+                    continue
                 if reply.success:
                     ack.set_result(reply.seq)
                 else:
@@ -101,11 +70,106 @@ class StreamSender(AsyncClosing):
             else:
                 failure = from_rpc_error(error, self._target)
         finally:
-            # The call is over: whatever is still unacknowledged fails, and
-            # the next send opens a new stream.
-            self._call = None
-            self._reader = None
-            while self._pending:
-                ack = self._pending.popleft()
+            # The call is over: whatever this stream still owes fails.
+            while self.unacknowledged:
+                ack = self.unacknowledged.popleft()
                 if not ack.done():
                     ack.set_exception(failure)
+
+    async def close(self) -> None:
+        """Half-close, let the acks still due arrive, then make sure the call is over."""
+        with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
+            await self.call.done_writing()
+        try:
+            await asyncio.shield(self.reader)
+        finally:
+            # Only if the close itself was cancelled: end the call, and wait for
+            # the reader to fail what is left, so nothing outlives the sender.
+            if not self.reader.done():
+                self.call.cancel()
+                await asyncio.wait([self.reader])
+
+
+class StreamSender(AsyncClosing):
+    """Pipelined, individually acknowledged sends. Use ``async with``."""
+
+    def __init__(self, client: ChatClient) -> None:
+        """A sender over ``client``'s channel; falls back to ``client.send``."""
+        self._client = client
+        self._target = client.target
+        self._open_call = client.channel.stream_stream(
+            SEND_STREAM_METHOD,
+            request_serializer=pb.Message.SerializeToString,
+            response_deserializer=pb.Exit.FromString,
+        )
+        self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._unimplemented = False
+
+    async def send(self, room: str, user: str, text: str) -> int:
+        """Send one message; return its sequence number once the server accepted it.
+
+        Input over the client's limits is refused before it is queued.
+        Cancelling a send never affects the others.
+        """
+        if self._closed:
+            raise RuntimeError("send() on a closed StreamSender")
+        if self._unimplemented:
+            return await self._client.send(room, user, text)
+        self._client.check_message(room, user, text)
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._outbox.put_nowait((pb.Message(id=user, roomID=room, message=text), ack))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_all(), name="send-stream-writer")
+        try:
+            return await ack
+        except _Unimplemented:
+            self._unimplemented = True
+            return await self._client.send(room, user, text)
+
+    async def close(self) -> None:
+        """Finish after the acknowledgements still due; no task or call outlives this."""
+        self._closed = True
+        if self._writer is None:
+            return
+        self._outbox.put_nowait(None)
+        try:
+            await asyncio.shield(self._writer)
+        finally:
+            if not self._writer.done():  # close() itself was cancelled
+                self._writer.cancel()
+                await asyncio.wait([self._writer])
+
+    async def _write_all(self) -> None:
+        """Write queued messages in order, opening a stream whenever the last one ended."""
+        stream: _Stream | None = None
+        try:
+            while (outgoing := await self._outbox.get()) is not None:
+                message, ack = outgoing
+                if ack.done():  # cancelled before it was written: not sent at all
+                    continue
+                if self._unimplemented:
+                    ack.set_exception(_Unimplemented())
+                    continue
+                if stream is None or stream.reader.done():
+                    if stream is not None:
+                        await stream.close()  # already over: this only reaps it
+                    # No request iterator: messages are written one by one.
+                    stream = _Stream(self._open_call(), self._target)  # type: ignore[call-arg]
+                stream.unacknowledged.append(ack)
+                # If the call has ended, its reader fails ``ack`` with the status.
+                with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):
+                    await stream.call.write(message)
+        finally:
+            try:
+                if stream is not None:
+                    await stream.close()
+            finally:
+                # Only when the writer was cancelled (close() cancelled): the
+                # sends still queued are not sent, and say so.
+                while not self._outbox.empty():
+                    if (left := self._outbox.get_nowait()) is not None and not left[1].done():
+                        left[1].set_exception(
+                            ServerUnavailable("the sender was closed before the message was sent")
+                        )

@@ -11,19 +11,30 @@ clears the input); and one that takes the queued lines in order and sends
 each once the previous one was accepted. The room ends when the user leaves
 (/quit, Ctrl-D, Ctrl-C) or when the server ends the stream (shutdown,
 eviction, lost connection), in which case that error is raised.
+
+Long input stays cheap. prompt_toolkit matches every key against every key
+binding (about 0.2 ms a key), so 70,000 characters pasted into a terminal
+without bracketed paste cost 15-25 s of CPU; here a run of plain characters
+read in one go is inserted as one paste. And the line cannot grow past the
+message limit: what would go over it is not kept, and a notice says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
 
 from prompt_toolkit import PromptSession
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.history import InMemoryHistory
-from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.input.vt100 import Vt100Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPress, KeyPressEvent
+from prompt_toolkit.keys import Keys
 from prompt_toolkit.patch_stdout import patch_stdout
 from rich.console import Console
 from rich.text import Text
@@ -31,6 +42,7 @@ from rich.text import Text
 from hello_client.client import ChatClient, ChatMessage, Subscription
 from hello_client.errors import HelloError, ServerUnavailable
 from hello_client.render import inert, message_renderable, notice, user_colour
+from hello_protocol.validation import text_bytes
 
 __all__ = ["COMMANDS", "run_room"]
 
@@ -79,16 +91,19 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
         key_bindings=_enter_queues_the_line(lines),
         erase_when_done=True,
         enable_suspend=False,
+        input=_BurstsAsPaste(sys.stdin),
     )
     prompt = FormattedText(
         [("", f"[{inert(room)}] "), (f"fg:{user_colour(me)} bold", inert(me)), ("", "> ")]
     )
+    # Printed before the prompt exists, so it is always the first line: through
+    # patch_stdout it could reach the terminal after the first prompt.
+    _Screen(_console(), me).notice(f"joined {room} as {me}; /help lists the commands")
     with patch_stdout(raw=True):
         # Created inside patch_stdout so that it writes to the patched stdout;
         # its width is read from the terminal at every print.
-        console = Console(force_terminal=True, markup=False, highlight=False, emoji=False)
-        screen = _Screen(console, me)
-        screen.notice(f"joined {room} as {me}; /help lists the commands")
+        screen = _Screen(_console(), me)
+        _cap_the_line(session.default_buffer, client.limits.max_text_bytes, screen)
         reading = asyncio.create_task(_read_room(subscription, screen))
         sending = asyncio.create_task(_send_lines(lines, client, subscription, screen, session))
         prompting = asyncio.create_task(_prompt(session, prompt, lines))
@@ -106,6 +121,67 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
         if sending in done:
             sending.result()  # raises a lost connection
         screen.notice(f"left {room}")
+
+
+class _BurstsAsPaste(Vt100Input):
+    """Terminal input that hands a run of plain characters read at once over as one paste.
+
+    What a terminal without bracketed paste delivers for a paste (and what
+    fast typing delivers at times): inserting it in one go is the same edit,
+    without a key-binding lookup per character. Other keys (Enter, arrows,
+    control keys) keep their place in the sequence.
+    """
+
+    def read_keys(self) -> list[KeyPress]:
+        keys: list[KeyPress] = []
+        run: list[str] = []
+
+        def end_run() -> None:
+            if len(run) == 1:
+                keys.append(KeyPress(run[0], run[0]))
+            elif run:
+                keys.append(KeyPress(Keys.BracketedPaste, "".join(run)))
+            run.clear()
+
+        for key_press in super().read_keys():
+            key = key_press.key
+            if not isinstance(key, Keys) and len(key) == 1 and key.isprintable():
+                run.append(key)
+            else:
+                end_run()
+                keys.append(key_press)
+        end_run()
+        return keys
+
+
+def _cap_the_line(buffer: Buffer, max_bytes: int, screen: _Screen) -> None:
+    """Keep the input line within ``max_bytes`` of UTF-8; say so when it reaches the limit.
+
+    A longer line could not be sent anyway, and refusing as the user types
+    says why at once rather than after Enter.
+    """
+    at_limit = False
+
+    def on_change(buffer: Buffer) -> None:
+        nonlocal at_limit
+        text = buffer.text
+        if text_bytes(text) <= max_bytes:
+            at_limit = False
+            return
+        kept = text.encode()[:max_bytes].decode(errors="ignore")
+        buffer.document = Document(kept, min(buffer.cursor_position, len(kept)))
+        if not at_limit:  # once each time the line reaches the limit
+            at_limit = True
+            screen.notice(
+                f"the message limit is {max_bytes} bytes; the line stops there", error=True
+            )
+
+    buffer.on_text_changed += on_change
+
+
+def _console() -> Console:
+    """A Rich console on the current stdout that never parses text as markup."""
+    return Console(force_terminal=True, markup=False, highlight=False, emoji=False)
 
 
 class _Leave(enum.Enum):

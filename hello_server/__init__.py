@@ -4,11 +4,11 @@
 `ServerConfig` is its single configuration object, and `Hub` holds the rooms.
 """
 
+from hello_protocol.validation import InputLimits
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub, QueueLimits
 from hello_server.memory import MemoryBudget
 from hello_server.server import ChatServer, run_server
-from hello_server.validation import InputLimits
 
 __all__ = [
     "ChatServer",

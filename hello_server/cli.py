@@ -1,7 +1,8 @@
 """The hello-server command: parse options, build a ServerConfig, serve.
 
 The first SIGINT or SIGTERM drains (open streams end with UNAVAILABLE, calls
-in flight get the grace period); a second one stops at once.
+in flight get the grace period); a second one cuts that drain short (exit 1).
+A usage error is one line, ``hello-server: error: ...``, and exit code 2.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import asyncio
 import logging
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES, DEFAULT_PORT
 from hello_server.config import (
     DEFAULT_CONNECTION_QUEUE_BYTES,
@@ -27,24 +30,45 @@ from hello_server.config import (
     ServerConfig,
 )
 from hello_server.hub import QueueLimits
-from hello_server.memory import MemoryBudget
 from hello_server.server import BindError, ChatServer
-from hello_server.validation import InputLimits
 
 EXIT_OK = 0
 EXIT_FORCED = 1  # a second signal cut the drain short
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILURE = 3
 
+PROG = "hello-server"
+DISTRIBUTION = "hello-chat"
+
 log = logging.getLogger("hello_server")
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
+# "\b" keeps click from re-wrapping the paragraph that follows it.
+EXAMPLES = """\b
+Examples:
+  hello-server                               serve on 127.0.0.1:8080
+  hello-server --port 0 --log-level debug    any free port; log joins and leaves
+  HELLO_PORT=9000 hello-server               any option from the environment
 
-@app.command(
-    epilog="Examples:  hello-server  |  hello-server --port 0 --log-level debug  |  "
-    "HELLO_PORT=9000 hello-server"
-)
+\b
+The first SIGINT or SIGTERM drains, a second one stops at once. Exit codes:
+0 stopped after a drain, 1 a second signal cut the drain short, 2 usage error,
+3 cannot listen on the address.
+"""
+
+
+def _show_version(wanted: bool) -> None:
+    if not wanted:
+        return
+    try:
+        typer.echo(f"{PROG} {version(DISTRIBUTION)}")
+    except PackageNotFoundError:
+        typer.echo(f"{PROG} (version unknown: the {DISTRIBUTION} distribution is not installed)")
+    raise typer.Exit(EXIT_OK)
+
+
+@app.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 def serve(
     host: Annotated[str, typer.Option(envvar="HELLO_HOST", help="Address to listen on.")] = (
         "127.0.0.1"
@@ -73,19 +97,23 @@ def serve(
         ),
     ] = DEFAULT_QUEUE_BYTES,
     memory_budget: Annotated[
-        int,
+        int | None,
         typer.Option(
             envvar="HELLO_MEMORY_BUDGET",
-            help="Bytes waiting for all members together before the largest is evicted.",
+            help="Bytes waiting for all members together before the largest is evicted "
+            f"[default: {DEFAULT_MEMORY_BUDGET}, or the connection budget if larger]",
+            show_default=False,
         ),
-    ] = DEFAULT_MEMORY_BUDGET,
+    ] = None,
     connection_queue_bytes: Annotated[
-        int,
+        int | None,
         typer.Option(
             envvar="HELLO_CONNECTION_QUEUE_BYTES",
-            help="Bytes waiting for one connection's members before its largest is evicted.",
+            help="Bytes waiting for one connection's members before its largest is evicted "
+            f"[default: {DEFAULT_CONNECTION_QUEUE_BYTES}, or --queue-bytes if larger]",
+            show_default=False,
         ),
-    ] = DEFAULT_CONNECTION_QUEUE_BYTES,
+    ] = None,
     stalled_close_seconds: Annotated[
         float,
         typer.Option(
@@ -107,6 +135,12 @@ def serve(
     log_level: Annotated[
         str, typer.Option(envvar="HELLO_LOG_LEVEL", help=f"One of {', '.join(LOG_LEVELS)}.")
     ] = "info",
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """Serve hello chat rooms over gRPC (hello.ChatRoom, health, reflection)."""
     try:
@@ -115,7 +149,8 @@ def serve(
             port=port,
             limits=InputLimits(max_id_chars=max_id_chars, max_text_bytes=max_message_bytes),
             queue=QueueLimits(max_messages=queue_size, max_bytes=queue_bytes),
-            memory=MemoryBudget(memory_budget, connection_queue_bytes),
+            memory_budget_bytes=memory_budget,
+            connection_queue_bytes=connection_queue_bytes,
             stalled_close_seconds=stalled_close_seconds,
             grace_seconds=grace,
             batch_linger_seconds=batch_linger_ms / 1000,
@@ -145,37 +180,47 @@ async def run(config: ServerConfig) -> int:
         return EXIT_STARTUP_FAILURE
 
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    forced = asyncio.Event()
+    draining = asyncio.Event()
+    cut_short = asyncio.Event()
 
     def on_signal(signum: signal.Signals) -> None:
-        if stopping.is_set():
-            forced.set()
-            return
-        log.info("%s: draining (signal again to stop at once)", signum.name)
-        stopping.set()
+        if not draining.is_set():
+            log.info("%s: draining (signal again to stop at once)", signum.name)
+            draining.set()
+        elif not cut_short.is_set():
+            log.warning("second signal: stopping now")
+            cut_short.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
     log.info("hello-server ready on %s", server.address)
-    await stopping.wait()
+    await draining.wait()
     drain = asyncio.create_task(server.stop())
-    cut_short = asyncio.create_task(forced.wait())
-    await asyncio.wait((drain, cut_short), return_when=asyncio.FIRST_COMPLETED)
-    if drain.done():
-        cut_short.cancel()
-        drain.result()
-        log.info("hello-server stopped")
-        return EXIT_OK
-    log.warning("second signal: stopping now")
-    await server.stop(grace=0)
-    await drain
-    return EXIT_FORCED
+    second_signal = asyncio.create_task(cut_short.wait())
+    try:
+        await asyncio.wait((drain, second_signal), return_when=asyncio.FIRST_COMPLETED)
+        if second_signal.done():
+            await server.stop(grace=0)  # ends the drain in progress; never a second stop
+        await drain
+    finally:
+        second_signal.cancel()
+        await asyncio.wait((second_signal,))
+    if cut_short.is_set():
+        return EXIT_FORCED
+    log.info("hello-server stopped")
+    return EXIT_OK
 
 
 def main() -> None:
-    app()
+    """Run the command; a usage error is one line, ``hello-server: error: ...``, exit 2."""
+    try:
+        code = app(prog_name=PROG, standalone_mode=False)
+    except typer.TyperException as error:  # Typer's (vendored click's) usage errors
+        message = " ".join(error.format_message().split())
+        typer.echo(f"{PROG}: error: {message}", err=True)
+        code = error.exit_code
+    sys.exit(code)
 
 
 if __name__ == "__main__":

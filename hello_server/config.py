@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hello_protocol import hello_pb2 as pb
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
 from hello_server.memory import MemoryBudget
-from hello_server.validation import InputLimits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -58,9 +61,9 @@ class ServerConfig:
     grace_seconds: float = 5.0
     log_level: str = "info"
     batch_linger_seconds: float = DEFAULT_LINGER_SECONDS
-    memory: MemoryBudget = field(
-        default_factory=lambda: MemoryBudget(DEFAULT_MEMORY_BUDGET, DEFAULT_CONNECTION_QUEUE_BYTES)
-    )
+    # None: the default, raised to hold one member queue (and one connection's).
+    memory_budget_bytes: int | None = None
+    connection_queue_bytes: int | None = None
     stalled_close_seconds: float = DEFAULT_STALLED_CLOSE_SECONDS
 
     def __post_init__(self) -> None:
@@ -70,20 +73,24 @@ class ServerConfig:
             raise ConfigError(f"port {self.port} is not in 0..65535")
         if self.queue.max_messages < 1:
             raise ConfigError("queue size must be at least 1 message")
-        if self.queue.max_bytes < self.max_receive_bytes:
+        largest = largest_delivery_bytes(self.limits)
+        if self.queue.max_bytes < largest:
             raise ConfigError(
                 f"queue byte bound ({self.queue.max_bytes}) must hold at least one "
-                f"maximum-size message ({self.max_receive_bytes} bytes with its envelope)"
+                f"largest delivered message ({largest} bytes: a "
+                f"{self.limits.max_text_bytes}-byte text, "
+                f"{self.limits.max_id_chars}-character ids and the envelope)"
             )
-        if self.memory.connection_bytes < self.queue.max_bytes:
+        memory = self.memory
+        if memory.connection_bytes < self.queue.max_bytes:
             raise ConfigError(
-                f"connection queue budget ({self.memory.connection_bytes}) must hold at "
+                f"connection queue budget ({memory.connection_bytes}) must hold at "
                 f"least one full member queue ({self.queue.max_bytes} bytes)"
             )
-        if self.memory.total_bytes < self.memory.connection_bytes:
+        if memory.total_bytes < memory.connection_bytes:
             raise ConfigError(
-                f"memory budget ({self.memory.total_bytes}) must be at least the "
-                f"connection queue budget ({self.memory.connection_bytes} bytes)"
+                f"memory budget ({memory.total_bytes}) must be at least the "
+                f"connection queue budget ({memory.connection_bytes} bytes)"
             )
         if not 0 < self.stalled_close_seconds <= 3600:
             raise ConfigError("stalled close delay must be more than 0 and at most 3600 s")
@@ -93,6 +100,17 @@ class ServerConfig:
             raise ConfigError("grace period must not be negative")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def memory(self) -> MemoryBudget:
+        """The memory budgets: as set, or the defaults raised to hold what the queue allows."""
+        connection = self.connection_queue_bytes
+        if connection is None:
+            connection = max(DEFAULT_CONNECTION_QUEUE_BYTES, self.queue.max_bytes)
+        total = self.memory_budget_bytes
+        if total is None:
+            total = max(DEFAULT_MEMORY_BUDGET, connection)
+        return MemoryBudget(total, connection)
 
     @property
     def address(self) -> str:
@@ -108,3 +126,27 @@ class ServerConfig:
     @property
     def logging_level(self) -> int:
         return logging.getLevelNamesMapping()[self.log_level.upper()]
+
+
+# The widest character an id may hold: 4 bytes in UTF-8, and printable.
+_WIDEST_ID_CHAR = "\N{GRINNING FACE}"
+
+
+def largest_delivery_bytes(limits: InputLimits) -> int:
+    """The size of the largest ``hello.Message`` a member can be sent, plus room to grow.
+
+    A text of the size limit and two ids of the length limit in 4-byte
+    characters, with the widest timestamp and sequence number, serialised as
+    the hub does; plus `ENVELOPE_ALLOWANCE_BYTES` for fields the protocol may
+    add to a delivery (a display name is next). A member's queue that cannot
+    hold one of these would evict everyone at the first such message.
+    """
+    widest_id = _WIDEST_ID_CHAR * limits.max_id_chars
+    largest = pb.Message(
+        id=widest_id,
+        roomID=widest_id,
+        message="x" * limits.max_text_bytes,
+        timestamp=Timestamp(seconds=2**63 - 1, nanos=999_999_999),
+        seq=2**64 - 1,
+    )
+    return largest.ByteSize() + ENVELOPE_ALLOWANCE_BYTES

@@ -2,14 +2,17 @@
 
 Start binds and serves the chat, health and reflection services. Stop drains:
 health turns NOT_SERVING, the hub refuses new work and ends every open
-stream with UNAVAILABLE "server shutting down", then the server stops once
-the last member is gone, or at the end of the grace period.
+stream with UNAVAILABLE "server shutting down", then the gRPC server stops
+(once: see `ChatServer.stop`) when the last member is gone, at the end of the
+grace period, or when a second stop cuts the drain short.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVER_KEEPALIVE_OPTIONS, SERVICE_NAME
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub
+from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message
@@ -34,7 +38,13 @@ class BindError(OSError):
 
 
 class ChatServer:
-    """One hello-server process's gRPC server, hub and services."""
+    """One hello-server process's gRPC server, hub and services.
+
+    Each lifecycle step runs once, in order: `start` once (a second call is
+    refused, even after a failed start), then one drain, then one stop of the
+    gRPC server. Calling `stop` again, or concurrently, shortens the drain in
+    progress and waits for it; after the server stopped it is a no-op.
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -42,10 +52,15 @@ class ChatServer:
         self.hub = Hub(encode_message, config.queue, config.memory, self.stalls.evicted)
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self._server: grpc.aio.Server | None = None
+        self._start_called = False
+        self._server: grpc.aio.Server | None = None  # set once serving
         self._lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
+        self._malformed_requests = MalformedRequestLog()
         self._port: int | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self._drain_deadline = math.inf  # event loop time
+        self._drain_timer: asyncio.Timeout | None = None
 
     @property
     def port(self) -> int:
@@ -60,7 +75,15 @@ class ChatServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        """Bind and start serving; raise `BindError` if the address is taken."""
+        """Bind and start serving; raise `BindError` if the address is taken.
+
+        A ChatServer starts once: a second call raises RuntimeError, also after
+        a failed start (which leaves nothing running).
+        """
+        if self._start_called:
+            raise RuntimeError("a ChatServer can be started only once")
+        self._start_called = True
+        _check_bindable(self.config.host, self.config.port)
         size = self.config.max_receive_bytes
         server = grpc.aio.server(
             options=[
@@ -71,6 +94,21 @@ class ChatServer:
                 *SERVER_KEEPALIVE_OPTIONS,
             ]
         )
+        try:
+            port = self._serve_on(server)
+            await server.start()
+            for name in ("", SERVICE_NAME):
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        except BaseException:
+            await _discard(server)
+            raise
+        self._port = port
+        self._server = server
+        self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
+        self._malformed_requests.install()
+
+    def _serve_on(self, server: grpc.aio.Server) -> int:
+        """Register the services on ``server`` and bind it; return the bound port."""
         service = ChatRoomService(
             self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
         )
@@ -84,7 +122,6 @@ class ChatServer:
             ),
             server,
         )
-        _check_bindable(self.config.host, self.config.port)
         try:
             port = server.add_insecure_port(self.config.address)
         except RuntimeError:
@@ -94,12 +131,7 @@ class ChatServer:
                 f"cannot listen on {self.config.address}: "
                 "the address is in use or not available on this machine"
             )
-        self._port = port
-        await server.start()
-        self._server = server
-        self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return port
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; ``grace`` defaults to the configured grace period.
@@ -108,28 +140,67 @@ class ChatServer:
         grace period is for what is left, and ends as soon as the last member
         is gone: streams that never end by themselves (health watchers) must
         not hold every shutdown for the whole period.
+
+        There is one drain per server. A call while it runs (a second signal)
+        ends it no later than ``grace`` from now, and waits for it; a call
+        after it finished returns at once; a call on a server that is not
+        serving (never started, failed to start, or whose `start` has not
+        returned yet) does nothing. Cancelling a caller does not cancel the
+        drain.
         """
-        server = self._server
-        if server is None:
+        if self._server is None:
             return
         grace = self.config.grace_seconds if grace is None else grace
-        await self._health.enter_graceful_shutdown()
-        self.hub.close()
-        draining = asyncio.create_task(server.stop(grace))
+        self._shorten_drain(asyncio.get_running_loop().time() + grace)
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._drain_and_stop(self._server), name="drain")
+        await asyncio.shield(self._drain)
+
+    def _shorten_drain(self, deadline: float) -> None:
+        """Make the drain end by ``deadline`` (loop time) unless it ends sooner already."""
+        if deadline >= self._drain_deadline:
+            return
+        self._drain_deadline = deadline
+        timer = self._drain_timer
+        if timer is not None and not timer.expired():
+            timer.reschedule(deadline)
+
+    async def _drain_and_stop(self, server: grpc.aio.Server) -> None:
         try:
-            async with asyncio.timeout(grace):
-                await self.hub.wait_until(lambda: self.hub.member_count == 0)
-        except TimeoutError:
-            pass  # a member stuck writing to a peer that stopped reading
-        await server.stop(0)
-        await draining
-        self._server = None
-        if self._lag_task is not None:
-            self._lag_task.cancel()
+            await self._health.enter_graceful_shutdown()
+            self.hub.close()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(self._drain_deadline) as self._drain_timer:
+                    await self.hub.wait_until(lambda: self.hub.member_count == 0)
+            self._drain_timer = None
+        finally:
+            try:
+                # The server's one and only stop (grpcio 1.85 can crash when
+                # two stops of one server overlap), even if the drain failed.
+                # It refuses new calls and cancels what is left: health
+                # watchers, and members parked in a write to a client that
+                # stopped reading.
+                await server.stop(None)
+            finally:
+                self._malformed_requests.uninstall()
+                if self._lag_task is not None:
+                    self._lag_task.cancel()
+                    await asyncio.wait((self._lag_task,))
 
     async def wait_for_termination(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+async def _discard(server: grpc.aio.Server) -> None:
+    """Release a gRPC server that failed to start serving.
+
+    grpc.aio only releases gRPC core (and its threads) when a started server
+    stops; one that never started keeps them for the life of the process.
+    It listens nowhere when binding failed, so starting it exposes nothing.
+    """
+    await server.start()
+    await server.stop(None)
 
 
 def _check_bindable(host: str, port: int) -> None:

@@ -9,8 +9,10 @@ pass-through serializer, so no message is serialised once per member.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar, assert_never
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -18,17 +20,23 @@ from google.protobuf.message import Message as ProtoMessage
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from hello_protocol import hello_pb2 as pb
+from hello_protocol.validation import InputLimits, InvalidInput, check_id, check_name, check_text
 from hello_protocol.wire import SERVICE_NAME, frame_batch
 from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
 from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
 from hello_server.reaper import StalledConnections
-from hello_server.validation import InputLimits, InvalidInput, check_id, check_name, check_text
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[bytes, bytes]
 _Deliver = Callable[[Mailbox, Context], Awaitable[None]]
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+# What a client is told when the server fails for a reason of its own (a bug):
+# not a status that invites a retry, and nothing of the server's internals.
+INTERNAL_ERROR = "internal error"
 
 # A Join stream writes at most this many queued messages before it lets the
 # event loop run other work; a Subscribe batch carries at most this many.
@@ -86,12 +94,15 @@ class ChatRoomService:
         return grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
-                "Join": grpc.unary_stream_rpc_method_handler(self.join),
-                "Subscribe": grpc.unary_stream_rpc_method_handler(self.subscribe),
+                "Join": grpc.unary_stream_rpc_method_handler(_internal_errors(self.join)),
+                "Subscribe": grpc.unary_stream_rpc_method_handler(_internal_errors(self.subscribe)),
                 "SendMessage": grpc.unary_unary_rpc_method_handler(
-                    self.send_message, response_serializer=pb.Exit.SerializeToString
+                    _internal_errors(self.send_message),
+                    response_serializer=pb.Exit.SerializeToString,
                 ),
-                "SendStream": grpc.stream_stream_rpc_method_handler(self.send_stream),
+                "SendStream": grpc.stream_stream_rpc_method_handler(
+                    _internal_errors(self.send_stream)
+                ),
             },
         )
 
@@ -114,12 +125,25 @@ class ChatRoomService:
         return pb.Exit(success=True, seq=envelope.seq)
 
     async def send_stream(self, requests: AsyncIterator[bytes], context: Context) -> None:
-        """Accept a stream of messages, answering each with one Exit, in order."""
+        """Accept a stream of messages, answering each with one Exit, in order.
+
+        A message the server fails on (a bug) is answered INTERNAL on its own,
+        like a refusal: ending the stream would leave the fate of every other
+        message in flight unknown to the client, and its retries would
+        duplicate the ones that were accepted.
+        """
         async for raw in requests:
             try:
                 envelope = self._accept(raw)
             except Refusal as refusal:
                 reply = pb.Exit(success=False, message=refusal.detail, code=refusal.code.value[0])
+            except Exception:
+                log.exception("internal error in SendStream; the message was answered INTERNAL")
+                reply = pb.Exit(
+                    success=False,
+                    message=INTERNAL_ERROR,
+                    code=grpc.StatusCode.INTERNAL.value[0],
+                )
             else:
                 reply = pb.Exit(success=True, seq=envelope.seq)
             await context.write(reply.SerializeToString())
@@ -249,7 +273,9 @@ class ChatRoomService:
 
 
 # What a request can be refused for; `Refusal.of` gives each its status.
+# Anything else is a bug: `_internal_errors` answers it INTERNAL, logged.
 _REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed)
+_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed
 
 
 class Refusal(Exception):
@@ -261,7 +287,7 @@ class Refusal(Exception):
         self.detail = detail
 
     @classmethod
-    def of(cls, error: Exception, kind: type[ProtoMessage]) -> Refusal:
+    def of(cls, error: _Refusable, kind: type[ProtoMessage]) -> Refusal:
         """The status for one of the `_REFUSABLE` errors, met handling a ``kind``."""
         if isinstance(error, DecodeError):
             return cls(
@@ -272,4 +298,29 @@ class Refusal(Exception):
             return cls(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         if isinstance(error, RoomNotFound):
             return cls(grpc.StatusCode.NOT_FOUND, str(error))
-        return cls(grpc.StatusCode.UNAVAILABLE, str(error))  # HubClosed
+        if isinstance(error, HubClosed):
+            return cls(grpc.StatusCode.UNAVAILABLE, str(error))
+        assert_never(error)
+
+
+def _internal_errors(
+    rpc: Callable[[_Request, Context], Awaitable[_Response]],
+) -> Callable[[_Request, Context], Awaitable[_Response]]:
+    """End a call that fails unexpectedly with INTERNAL "internal error", logged once.
+
+    Left alone, grpc.aio would answer UNKNOWN with the exception's text; a
+    bug is INTERNAL, never a status that invites a retry, and its traceback
+    goes to our log, not the client.
+    """
+
+    @functools.wraps(rpc)
+    async def guarded(request: _Request, context: Context) -> _Response:
+        try:
+            return await rpc(request, context)
+        except grpc.aio.AbortError:
+            raise  # the call already ended with the status it was given
+        except Exception:
+            log.exception("internal error in %s; the call ended INTERNAL", rpc.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
+
+    return guarded

@@ -13,11 +13,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from importlib import metadata
 
 import pytest
 
-from tests.chat_helpers import (
-    TIMEOUT,
+from hello_client.address import server_target
+from tests.support import TIMEOUT
+from tests.support.processes import ServerProcess
+from tests.support.terminal import (
     Listener,
     assert_one_error_line,
     chat_command,
@@ -26,15 +29,6 @@ from tests.chat_helpers import (
     run_chat,
     send,
 )
-from tests.procs import ServerProcess, server_process
-
-
-@pytest.fixture(scope="module")
-def hello_server() -> Iterator[ServerProcess]:
-    """One real hello-server for the module; each test uses its own rooms."""
-    with server_process() as server:
-        server.follow_log()
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +44,10 @@ def who(server: ServerProcess, room: str, user: str = "alice") -> list[str]:
 
 
 class TestSend:
-    def test_send_delivers_one_message_and_exits_0(self, hello_server: ServerProcess) -> None:
+    def test_send_delivers_one_message_and_exits_0(self, daemon: ServerProcess) -> None:
         """`send` delivers its text to the room's members and prints nothing."""
-        with listening(hello_server.address, "send-ok") as observer:
-            result = run_chat(["send", *who(hello_server, "send-ok"), "hello, room"])
+        with listening(daemon.address, "send-ok") as observer:
+            result = run_chat(["send", *who(daemon, "send-ok"), "hello, room"])
             assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
             message = observer.next_message()
         assert message["id"] == "alice"
@@ -61,31 +55,36 @@ class TestSend:
         assert message["text"] == "hello, room"
 
     def test_words_are_joined_and_the_server_comes_from_the_environment(
-        self, hello_server: ServerProcess
+        self, daemon: ServerProcess
     ) -> None:
         """Several TEXT words are sent as one message; HELLO_SERVER names the server."""
-        with listening(hello_server.address, "send-env") as observer:
-            env = child_env(HELLO_SERVER=hello_server.address)
+        with listening(daemon.address, "send-env") as observer:
+            env = child_env(HELLO_SERVER=daemon.address)
             result = run_chat(
                 ["send", "--room", "send-env", "--user", "cron", "backup", "done"], env=env
             )
             assert result.returncode == 0, result.stderr
             assert observer.next_text() == "backup done"
 
-    def test_a_room_nobody_is_in_gives_one_line_and_exit_1(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_a_room_nobody_is_in_gives_one_line_and_exit_1(self, daemon: ServerProcess) -> None:
         """Sending to a room without members: exit 1, one line naming the room."""
-        result = run_chat(["send", *who(hello_server, "empty-room"), "anyone?"])
+        result = run_chat(["send", *who(daemon, "empty-room"), "anyone?"])
         assert result.returncode == 1
         assert_one_error_line(result, "room 'empty-room' does not exist: nobody has joined it")
 
-    def test_invalid_input_gives_one_line_and_exit_1(self, hello_server: ServerProcess) -> None:
+    def test_invalid_input_gives_one_line_and_exit_1(self, daemon: ServerProcess) -> None:
         """An id the server refuses: exit 1 with the server's reason."""
-        with listening(hello_server.address, "send-bad"):
-            result = run_chat(["send", *who(hello_server, "send-bad", " padded"), "hi"])
+        with listening(daemon.address, "send-bad"):
+            result = run_chat(["send", *who(daemon, "send-bad", " padded"), "hi"])
         assert result.returncode == 1
         assert_one_error_line(result, "sender id ' padded' starts or ends with whitespace")
+
+    def test_text_over_the_limit_is_refused_before_sending(self, daemon: ServerProcess) -> None:
+        """69,700 characters: exit 1, the limit named in the server's words, not gRPC's."""
+        with listening(daemon.address, "send-big"):
+            result = run_chat(["send", *who(daemon, "send-big"), "x" * 69_700])
+        assert result.returncode == 1
+        assert_one_error_line(result, "message text is 69700 bytes; the limit is 65536 bytes")
 
     def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
         """Nothing listening at --server: exit 3, one line saying so."""
@@ -95,12 +94,12 @@ class TestSend:
 
 
 class TestListen:
-    def test_json_count_prints_n_messages_then_exits_0(self, hello_server: ServerProcess) -> None:
+    def test_json_count_prints_n_messages_then_exits_0(self, daemon: ServerProcess) -> None:
         """`listen --json --count 2` prints two JSON lines with the documented keys and exits."""
-        listener = Listener(hello_server.address, "listen-json", "logger", ["--count", "2"])
+        listener = Listener(daemon.address, "listen-json", "logger", ["--count", "2"])
         try:
             assert listener.wait_joined() == "joined listen-json as logger"
-            seqs = [send(hello_server.address, "listen-json", "bob", f"m{n}") for n in (1, 2)]
+            seqs = [send(daemon.address, "listen-json", "bob", f"m{n}") for n in (1, 2)]
             first, second = listener.next_message(), listener.next_message()
             assert listener.process.wait(TIMEOUT) == 0
             assert listener.stdout.get(timeout=TIMEOUT) is None  # nothing after the 2nd
@@ -114,10 +113,10 @@ class TestListen:
         assert first["timestamp"].endswith("Z")
         assert stamp.utcoffset() == timedelta(0)
 
-    def test_plain_output_is_one_inert_line_per_message(self, hello_server: ServerProcess) -> None:
+    def test_plain_output_is_one_inert_line_per_message(self, daemon: ServerProcess) -> None:
         """Without --json (and not on a terminal): `HH:MM:SS sender: text`, controls escaped."""
         process = subprocess.Popen(
-            [*chat_command(), "listen", *who(hello_server, "listen-plain", "me"), "--count", "2"],
+            [*chat_command(), "listen", *who(daemon, "listen-plain", "me"), "--count", "2"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -127,8 +126,8 @@ class TestListen:
         try:
             assert process.stderr is not None
             assert process.stderr.readline() == "joined listen-plain as me\n"
-            send(hello_server.address, "listen-plain", "eve", "\x1b[2Jtwo\nlines")
-            send(hello_server.address, "listen-plain", "me", "mine")
+            send(daemon.address, "listen-plain", "eve", "\x1b[2Jtwo\nlines")
+            send(daemon.address, "listen-plain", "me", "mine")
             out, err = process.communicate(timeout=TIMEOUT)
         finally:
             if process.poll() is None:
@@ -141,9 +140,9 @@ class TestListen:
         assert lines[1][8:] == " me (you): mine"
         datetime.strptime(lines[0][:8], "%H:%M:%S")
 
-    def test_ctrl_c_stops_listen_with_exit_130(self, hello_server: ServerProcess) -> None:
+    def test_ctrl_c_stops_listen_with_exit_130(self, daemon: ServerProcess) -> None:
         """SIGINT ends listen without a traceback, status 130, and the member leaves."""
-        listener = Listener(hello_server.address, "listen-int", "logger")
+        listener = Listener(daemon.address, "listen-int", "logger")
         try:
             listener.wait_joined()
             listener.process.send_signal(signal.SIGINT)
@@ -160,13 +159,11 @@ class TestListen:
 
 
 class TestPipedInput:
-    def test_each_line_is_sent_in_order_blank_lines_skipped(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_each_line_is_sent_in_order_blank_lines_skipped(self, daemon: ServerProcess) -> None:
         """Piped lines (any line ending, last one unterminated) arrive in order; exit 0."""
-        with listening(hello_server.address, "piped") as observer:
+        with listening(daemon.address, "piped") as observer:
             result = run_chat(
-                who(hello_server, "piped", "piper"),
+                who(daemon, "piped", "piper"),
                 stdin="first\n\n   \nsecond\r\nthird é\n[b]fourth[/b]",
             )
             assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
@@ -175,48 +172,45 @@ class TestPipedInput:
         assert {m["id"] for m in texts} == {"piper"}
         assert [m["seq"] for m in texts] == sorted(m["seq"] for m in texts)
 
-    def test_no_input_sends_nothing_and_exits_0(self, hello_server: ServerProcess) -> None:
+    def test_no_input_sends_nothing_and_exits_0(self, daemon: ServerProcess) -> None:
         """Empty stdin: nothing to send, nothing to fail; exit 0 even without members."""
-        result = run_chat(who(hello_server, "nobody-here"), stdin="")
+        result = run_chat(who(daemon, "nobody-here"), stdin="")
         assert (result.returncode, result.stderr) == (0, "")
 
     def test_a_room_nobody_is_in_fails_the_first_line_with_exit_1(
-        self, hello_server: ServerProcess
+        self, daemon: ServerProcess
     ) -> None:
         """Piped mode does not join, so a room without members is an error, not silence."""
-        result = run_chat(who(hello_server, "piped-empty"), stdin="hello\nworld\n")
+        result = run_chat(who(daemon, "piped-empty"), stdin="hello\nworld\n")
         assert result.returncode == 1
         assert_one_error_line(
             result, "line 1 not sent: room 'piped-empty' does not exist: nobody has joined it"
         )
 
-    def test_a_refused_line_stops_the_input_there(self, hello_server: ServerProcess) -> None:
+    def test_a_refused_line_stops_the_input_there(self, daemon: ServerProcess) -> None:
         """A line the server refuses: the lines before it went out, none after; exit 1."""
         too_long = "x" * (64 * 1024 + 1)
-        with listening(hello_server.address, "piped-stop") as observer:
-            result = run_chat(
-                who(hello_server, "piped-stop", "piper"), stdin=f"one\n{too_long}\nthree\n"
-            )
+        with listening(daemon.address, "piped-stop") as observer:
+            result = run_chat(who(daemon, "piped-stop", "piper"), stdin=f"one\n{too_long}\nthree\n")
             assert result.returncode == 1
             assert_one_error_line(result, "line 2 not sent: message text is 65537 bytes")
-            send(hello_server.address, "piped-stop", "marker", "after")
+            send(daemon.address, "piped-stop", "marker", "after")
             assert observer.next_text() == "one"
             assert observer.next_text() == "after"  # "three" was never sent
 
-    def test_invalid_utf8_is_refused_with_its_line_number(
-        self, hello_server: ServerProcess
-    ) -> None:
+    def test_invalid_utf8_is_refused_with_its_line_number(self, daemon: ServerProcess) -> None:
         """Bytes that are not UTF-8 stop the input with exit 1 and the line number."""
-        with listening(hello_server.address, "piped-bytes"):
-            result = run_chat(who(hello_server, "piped-bytes"), stdin=b"ok\n\xff\xfe\n")
+        with listening(daemon.address, "piped-bytes"):
+            result = run_chat(who(daemon, "piped-bytes"), stdin=b"ok\n\xff\xfe\n")
         assert result.returncode == 1
         assert_one_error_line(result, "line 2 not sent: it is not valid UTF-8 text")
 
-    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str) -> None:
-        """Piped input with nothing at --server: exit 3, one line."""
-        result = run_chat(["--server", dead_address, "--room", "r", "--user", "u"], stdin="x\n")
+    @pytest.mark.parametrize("stdin", ["x\n", ""], ids=["a-line", "no-lines"])
+    def test_no_server_gives_one_line_and_exit_3(self, dead_address: str, stdin: str) -> None:
+        """Piped input with nothing at --server: exit 3, one line, even when there is no line."""
+        result = run_chat(["--server", dead_address, "--room", "r", "--user", "u"], stdin=stdin)
         assert result.returncode == 3
-        assert_one_error_line(result, "line 1 not sent: cannot reach server")
+        assert_one_error_line(result, f"cannot reach server {dead_address}")
 
 
 class TestUsage:
@@ -244,17 +238,98 @@ class TestUsage:
     @pytest.mark.parametrize(
         ("args", "fragment"),
         [
-            ([], "missing --room and --user"),
+            ([], "missing --room and --user (see hello-chat --help)"),
             (["--room", "r"], "missing --user"),
+            (["send", "--room", "r", "hi"], "missing --user (see hello-chat send --help)"),
             (["listen", "--room", "r", "--user", "u", "--count", "0"], "--count"),
+            (["listen", "--room", "r", "--user", "u", "--count", "x"], "--count"),
             (["send", "--room", "r", "--user", "u"], "TEXT"),
-            (["--room", "r", "send", "--user", "u", "x"], "put --room after the command name"),
-            (["--bogus"], "No such option"),
+            (["--bogus"], "no such option: --bogus"),
+            (["listen", "--bogus"], "no such option: --bogus"),
+            (["--name", "n", "send", "--room", "r", "--user", "u", "x"], "send does not join"),
+            (["shout"], "no such command"),
         ],
     )
-    def test_usage_errors_exit_2(self, args: list[str], fragment: str) -> None:
-        """Bad or missing options: exit 2 and a message naming the problem, no traceback."""
+    def test_usage_errors_are_one_line_and_exit_2(self, args: list[str], fragment: str) -> None:
+        """Missing options, bad values, unknown options: one `hello-chat: error:` line, exit 2."""
         result = run_chat(args, stdin="")
         assert result.returncode == 2
-        assert fragment in result.stderr
-        assert "Traceback" not in result.stderr
+        assert_one_error_line(result, fragment)
+
+    def test_version(self) -> None:
+        """--version prints the installed version and exits 0."""
+        result = run_chat(["--version"])
+        assert (result.returncode, result.stderr) == (0, "")
+        assert result.stdout == f"hello-chat {metadata.version('hello-chat')}\n"
+
+
+class TestServerOption:
+    @pytest.mark.parametrize(
+        ("address", "fragment"),
+        [
+            ("127.0.0.1:99999", "the port 99999 is not in 1..65535"),
+            ("127.0.0.1:0", "the port 0 is not in 1..65535"),
+            (":8080", "the host is missing"),
+            ("http://127.0.0.1:8080", "give HOST:PORT without a scheme"),
+            ("localhost:", "the port after ':' is missing"),
+            ("host:http", "the port 'http' is not a number"),
+            ("::1", "put an IPv6 address in brackets: [::1]:8080"),
+            ("[::1", "closing bracket"),
+            ("[nope]:80", "is not an IPv6 address"),
+            ("a b:80", "is not a host name or IP address"),
+        ],
+    )
+    @pytest.mark.parametrize("where", ["before", "after"])
+    def test_a_bad_address_is_a_usage_error(self, address: str, fragment: str, where: str) -> None:
+        """An address that cannot work: exit 2 naming the problem, no connection attempted."""
+        server = ["--server", address]
+        send = ["send", "--room", "r", "--user", "u", "hi"]
+        args = [*server, *send] if where == "before" else [*send, *server]
+        result = run_chat(args)
+        assert result.returncode == 2
+        assert_one_error_line(result, f"invalid value for --server: {address!r}: ", fragment)
+
+    def test_a_bad_address_from_the_environment_names_the_variable(self) -> None:
+        """HELLO_SERVER is checked like --server, and the message says where it came from."""
+        result = run_chat(
+            ["listen", "--room", "r", "--user", "u"], env=child_env(HELLO_SERVER=":1")
+        )
+        assert result.returncode == 2
+        assert_one_error_line(result, "invalid value for HELLO_SERVER: ':1': the host is missing")
+
+    @pytest.mark.parametrize(
+        ("address", "target"),
+        [
+            ("localhost", "localhost:8080"),
+            ("127.0.0.1:9000", "127.0.0.1:9000"),
+            ("[::1]", "[::1]:8080"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("chat.example:08080", "chat.example:8080"),
+        ],
+    )
+    def test_good_addresses_become_grpc_targets(self, address: str, target: str) -> None:
+        """A bare host gets the default port; IPv6 stays in brackets."""
+        assert server_target(address) == target
+
+    def test_server_room_and_user_may_come_before_the_command(self, daemon: ServerProcess) -> None:
+        """`hello-chat --server X --room R --user U send TEXT` works, as --help lists them there."""
+        with listening(daemon.address, "before") as observer:
+            result = run_chat(["--server", daemon.address, "send", "--room", "before",
+                               "--user", "early", "first"])  # fmt: skip
+            assert (result.returncode, result.stderr) == (0, "")
+            assert observer.next_text() == "first"
+            result = run_chat(["--server", daemon.address, "--room", "before",
+                               "--user", "early", "send", "second"])  # fmt: skip
+            assert (result.returncode, result.stderr) == (0, "")
+            assert observer.next_message()["text"] == "second"
+
+    def test_the_value_after_the_command_wins(
+        self, daemon: ServerProcess, dead_address: str
+    ) -> None:
+        """Given in both places, the option after the command name is the one used."""
+        with listening(daemon.address, "after-wins") as observer:
+            result = run_chat(["--server", dead_address, "--room", "elsewhere", "send",
+                               "--server", daemon.address, "--room", "after-wins",
+                               "--user", "u", "hi"])  # fmt: skip
+            assert (result.returncode, result.stderr) == (0, "")
+            assert observer.next_text() == "hi"

@@ -27,25 +27,10 @@ from hello_client.render import (
     message_renderable,
     user_colour,
 )
-from tests.chat_helpers import (
-    TMUX,
-    Tmux,
-    listening,
-    prompt_line,
-    send,
-    wait_until_room_gone,
-)
-from tests.procs import ServerProcess, server_process
+from tests.support.processes import ServerProcess, server_process
+from tests.support.terminal import TMUX, Tmux, listening, prompt_line, send, wait_until_room_gone
 
 needs_tmux = pytest.mark.skipif(TMUX is None, reason="the terminal tests drive tmux")
-
-
-@pytest.fixture(scope="module")
-def hello_server() -> Iterator[ServerProcess]:
-    """One real hello-server for the module; each test uses its own rooms."""
-    with server_process() as server:
-        server.follow_log()
-        yield server
 
 
 @pytest.fixture
@@ -60,8 +45,11 @@ def term() -> Iterator[Tmux]:
 def join(term: Tmux, server: ServerProcess, name: str, room: str, width: int = 80) -> None:
     """Start hello-chat in terminal ``name`` and wait for its prompt."""
     term.start(name, ["--server", server.address, "--room", room, "--user", name], width=width)
-    screen = term.wait_for(name, f"[{room}] {name}>")
-    assert f"joined {room} as {name}" in screen
+    # The notice is printed before the prompt starts, but reaches the screen
+    # through patch_stdout's writer, which can come after the first prompt.
+    term.wait_for(
+        name, lambda screen: f"joined {room} as {name}" in screen and f"[{room}] {name}>" in screen
+    )
 
 
 def settled(term: Tmux, name: str, text: str, prompt: str) -> str:
@@ -76,11 +64,11 @@ def settled(term: Tmux, name: str, text: str, prompt: str) -> str:
 @needs_tmux
 class TestChatting:
     def test_a_line_typed_in_one_terminal_shows_in_the_other(
-        self, hello_server: ServerProcess, term: Tmux
+        self, daemon: ServerProcess, term: Tmux
     ) -> None:
         """Two people in a room: alice's line appears on bob's screen, marked as hers on hers."""
-        join(term, hello_server, "alice", "two")
-        join(term, hello_server, "bob", "two")
+        join(term, daemon, "alice", "two")
+        join(term, daemon, "bob", "two")
         term.type("alice", "hello bob")
         term.keys("alice", "Enter")
         settled(term, "bob", "alice: hello bob", "[two] bob>")
@@ -89,14 +77,14 @@ class TestChatting:
         assert alice.count("hello bob") == 1
 
     def test_a_half_typed_line_survives_an_incoming_message(
-        self, hello_server: ServerProcess, term: Tmux
+        self, daemon: ServerProcess, term: Tmux
     ) -> None:
         """A message arriving mid-typing prints above the prompt; the partial line stays, whole."""
-        with listening(hello_server.address, "half") as observer:
-            join(term, hello_server, "bob", "half")
+        with listening(daemon.address, "half") as observer:
+            join(term, daemon, "bob", "half")
             term.type("bob", "half-typ")
             term.wait_for("bob", "[half] bob> half-typ")
-            send(hello_server.address, "half", "carol", "interrupting you")
+            send(daemon.address, "half", "carol", "interrupting you")
             assert observer.next_text() == "interrupting you"
             # While the message is printed the prompt is briefly redrawn;
             # what must come out is the message above the intact partial line.
@@ -107,10 +95,10 @@ class TestChatting:
             assert observer.next_text() == "half-typed line"
             term.wait_for("bob", "bob (you): half-typed line")
 
-    def test_up_recalls_the_previous_line(self, hello_server: ServerProcess, term: Tmux) -> None:
+    def test_up_recalls_the_previous_line(self, daemon: ServerProcess, term: Tmux) -> None:
         """Up brings back the last line sent; Enter sends it again."""
-        with listening(hello_server.address, "history") as observer:
-            join(term, hello_server, "dora", "history")
+        with listening(daemon.address, "history") as observer:
+            join(term, daemon, "dora", "history")
             term.type("dora", "say it twice")
             term.keys("dora", "Enter")
             assert observer.next_text() == "say it twice"
@@ -120,11 +108,11 @@ class TestChatting:
             assert observer.next_text() == "say it twice"
 
     def test_empty_lines_are_not_sent_and_help_lists_commands(
-        self, hello_server: ServerProcess, term: Tmux
+        self, daemon: ServerProcess, term: Tmux
     ) -> None:
         """Enter on an empty or blank line sends nothing; /help lists /quit and is not sent."""
-        with listening(hello_server.address, "quiet") as observer:
-            join(term, hello_server, "erin", "quiet")
+        with listening(daemon.address, "quiet") as observer:
+            join(term, daemon, "erin", "quiet")
             term.keys("erin", "Enter")
             term.type("erin", "   ")
             term.keys("erin", "Enter")
@@ -137,13 +125,36 @@ class TestChatting:
             # Nothing reached the room before this line.
             assert observer.next_message()["text"] == "/slash is sent"
 
+    def test_a_line_stops_at_the_message_limit(self, daemon: ServerProcess, term: Tmux) -> None:
+        """70,000 characters typed without bracketed paste: the line stops at 65,536 bytes.
+
+        hello-chat says why as the limit is reached, and Enter sends what was
+        kept (rather than failing after the fact, or spending seconds of CPU
+        on one key-binding lookup per character).
+        """
+        with listening(daemon.address, "limit") as observer:
+            join(term, daemon, "lena", "limit")
+            for _ in range(70):
+                term.type("lena", "x" * 1000)
+            term.wait_for_line("lena", "the message limit is 65536 bytes; the line stops there")
+            term.keys("lena", "Enter")
+            assert observer.next_text() == "x" * 65536
+
+    def test_typed_ahead_keys_keep_their_order(self, daemon: ServerProcess, term: Tmux) -> None:
+        """Characters and Enter arriving in one burst: each line is sent as typed."""
+        with listening(daemon.address, "burst") as observer:
+            join(term, daemon, "mia", "burst")
+            term.keys("mia", "one two", "Enter", "three", "Enter")
+            assert observer.next_text() == "one two"
+            assert observer.next_text() == "three"
+
     def test_long_messages_wrap_on_a_narrow_terminal(
-        self, hello_server: ServerProcess, term: Tmux
+        self, daemon: ServerProcess, term: Tmux
     ) -> None:
         """On a 30-column terminal a long message wraps onto several lines, every word shown."""
-        join(term, hello_server, "fay", "narrow", width=30)
+        join(term, daemon, "fay", "narrow", width=30)
         words = [f"word{n}" for n in range(20)] + ["x" * 45]
-        send(hello_server.address, "narrow", "gus", " ".join(words))
+        send(daemon.address, "narrow", "gus", " ".join(words))
         screen = settled(term, "fay", "word19", "[narrow] fay>")
         assert all(len(line) <= 30 for line in screen.splitlines())
         shown = "".join(screen.split())
@@ -152,14 +163,12 @@ class TestChatting:
 
 @needs_tmux
 class TestHostileText:
-    def test_escape_sequences_show_as_inert_text(
-        self, hello_server: ServerProcess, term: Tmux
-    ) -> None:
+    def test_escape_sequences_show_as_inert_text(self, daemon: ServerProcess, term: Tmux) -> None:
         """Clear-screen, colour and title sequences and Rich markup arrive as visible text."""
-        join(term, hello_server, "hana", "hostile")
+        join(term, daemon, "hana", "hostile")
         before = term.title("hana")
-        send(hello_server.address, "hostile", "mallory", "\x1b[2J\x1b[31mPWNED")
-        send(hello_server.address, "hostile", "mallory", "\x1b]0;title\x07 [bold red]x[/]")
+        send(daemon.address, "hostile", "mallory", "\x1b[2J\x1b[31mPWNED")
+        send(daemon.address, "hostile", "mallory", "\x1b]0;title\x07 [bold red]x[/]")
         screen = settled(term, "hana", "[bold red]x[/]", "[hostile] hana>")
         assert "mallory: \\x1b[2J\\x1b[31mPWNED" in screen
         assert "mallory: \\x1b]0;title\\x07 [bold red]x[/]" in screen
@@ -169,26 +178,24 @@ class TestHostileText:
 
 @needs_tmux
 class TestLeaving:
-    def test_quit_ends_the_member_and_the_room(
-        self, hello_server: ServerProcess, term: Tmux
-    ) -> None:
+    def test_quit_ends_the_member_and_the_room(self, daemon: ServerProcess, term: Tmux) -> None:
         """/quit exits 0; the last member gone, the room no longer exists."""
-        join(term, hello_server, "ivan", "leaving")
+        join(term, daemon, "ivan", "leaving")
         term.type("ivan", "/quit")
         term.keys("ivan", "Enter")
         assert term.wait_exit("ivan") == 0
         screen = term.screen("ivan")
         assert "left leaving" in screen
         assert "Traceback" not in screen
-        wait_until_room_gone(hello_server.address, "leaving")
+        wait_until_room_gone(daemon.address, "leaving")
 
     @pytest.mark.parametrize("key", ["C-d", "C-c"])
     def test_ctrl_d_and_ctrl_c_leave_without_a_traceback(
-        self, hello_server: ServerProcess, term: Tmux, key: str
+        self, daemon: ServerProcess, term: Tmux, key: str
     ) -> None:
         """Ctrl-D on an empty line and Ctrl-C (even mid-line) leave cleanly with exit 0."""
         room = f"keys-{key}"
-        join(term, hello_server, "judy", room)
+        join(term, daemon, "judy", room)
         if key == "C-c":
             term.type("judy", "never sent")
         term.keys("judy", key)
@@ -196,7 +203,7 @@ class TestLeaving:
         screen = term.screen("judy")
         assert "Traceback" not in screen
         assert f"left {room}" in screen
-        wait_until_room_gone(hello_server.address, room)
+        wait_until_room_gone(daemon.address, room)
 
 
 @needs_tmux

@@ -24,8 +24,11 @@ from hello_client import (
     ServerUnavailable,
     Subscription,
 )
-from hello_server import ChatServer, QueueLimits, ServerConfig, run_server
-from tests.conftest import hub_until, member_users, within
+from hello_client.sender import StreamSender
+from hello_protocol.wire import DEFAULT_MAX_TEXT_BYTES
+from hello_server import ChatServer, InputLimits, QueueLimits, ServerConfig, run_server
+from tests.support import within
+from tests.support.calls import hub_until, member_users
 
 
 @pytest.fixture
@@ -114,15 +117,6 @@ class TestFailures:
         with pytest.raises(InvalidInput, match="user id is empty"):
             await client.join("lobby", "")
 
-    async def test_text_over_the_clients_size_limit(self, server: ChatServer) -> None:
-        """A text larger than the channel allows is InvalidInput, not a lost connection."""
-        async with (
-            ChatClient(server.address, max_text_bytes=1024) as chat,
-            await chat.join("big", "keeper"),
-        ):
-            with pytest.raises(InvalidInput, match="too large"):
-                await chat.send("big", "alice", "x" * 100_000)
-
     async def test_no_server_is_server_unavailable(self) -> None:
         """Nothing listening: ServerUnavailable naming the address and the reason."""
         with socket.socket() as sock:  # bound, never listening: connections are refused
@@ -166,6 +160,107 @@ class TestFailures:
             with pytest.raises(Evicted, match="too slow") as evicted:
                 await within(_read_to_the_end(stalled))
         assert isinstance(evicted.value, HelloError)
+
+
+class TestLimitsBeforeSending:
+    """Input over the client's limits is refused by the library, in the server's words."""
+
+    @pytest.mark.parametrize("size", [DEFAULT_MAX_TEXT_BYTES + 1, 69_700])
+    async def test_text_over_the_default_limit_names_the_limit(
+        self, client: ChatClient, size: int
+    ) -> None:
+        """Just over, or far over: "message text is N bytes; the limit is 65536 bytes"."""
+        async with await client.join("big", "keeper"):
+            with pytest.raises(InvalidInput) as refused:
+                await client.send("big", "alice", "x" * size)
+        assert str(refused.value) == f"message text is {size} bytes; the limit is 65536 bytes"
+
+    async def test_the_text_limit_counts_utf8_bytes(self, server: ChatServer) -> None:
+        """The limit is in bytes, as the server counts it: 6 two-byte characters are 12 bytes."""
+        async with ChatClient(server.address, max_text_bytes=10) as chat:
+            with pytest.raises(InvalidInput, match="message text is 12 bytes; the limit is 10 "):
+                await chat.send("any", "alice", "é" * 6)
+
+    async def test_the_clients_own_limit_applies_before_the_server_sees_it(
+        self, server: ChatServer
+    ) -> None:
+        """A client told a smaller limit refuses text the server would accept: no RPC is made."""
+        async with (
+            ChatClient(server.address, max_text_bytes=10) as chat,
+            await chat.join("small", "keeper") as room,
+        ):
+            with pytest.raises(InvalidInput, match="message text is 11 bytes; the limit is 10"):
+                await chat.send("small", "alice", "x" * 11)
+            async with StreamSender(chat) as sender:
+                with pytest.raises(InvalidInput, match="message text is 11 bytes; the limit is"):
+                    await sender.send("small", "alice", "y" * 11)
+                # Nothing was sent: the first message the room sees is this one, seq 1.
+                assert await sender.send("small", "alice", "fits") == 1
+            assert (await within(anext(room))).text == "fits"
+
+    async def test_a_client_told_too_big_a_limit_learns_the_server_refused_the_size(
+        self, server: ChatServer
+    ) -> None:
+        """Over the server's gRPC limit (not the client's): InvalidInput naming the server."""
+        async with (
+            ChatClient(server.address, max_text_bytes=1 << 20) as chat,
+            await chat.join("big", "keeper"),
+        ):
+            with pytest.raises(InvalidInput, match=r"larger than server \S+ accepts") as refused:
+                await chat.send("big", "alice", "x" * 200_000)
+        assert "bigger text limit" in str(refused.value)
+
+    async def test_ids_over_the_limit_are_refused_at_join(self, server: ChatServer) -> None:
+        """join checks the room and user ids against the client's limits first."""
+        async with ChatClient(server.address, max_id_chars=4) as chat:
+            with pytest.raises(InvalidInput, match="room id is 5 characters long; the limit is 4"):
+                await chat.join("lobby", "bob")
+            with pytest.raises(InvalidInput, match="user id is 5 characters long; the limit is 4"):
+                await chat.join("hall", "alice")
+        assert not server.hub.has_room("lobby")
+        assert not server.hub.has_room("hall")
+
+
+BIG_TEXT_LIMIT = 6 * 1024 * 1024
+
+
+class TestReceiveLimit:
+    """The channel accepts gRPC's default 4 MiB, or the largest message the text limit allows."""
+
+    @pytest.fixture
+    def server_config(self) -> ServerConfig:
+        return ServerConfig(
+            port=0,
+            limits=InputLimits(max_text_bytes=BIG_TEXT_LIMIT),
+            queue=QueueLimits(max_messages=16, max_bytes=4 * BIG_TEXT_LIMIT),
+        )
+
+    async def test_a_client_told_the_servers_limit_receives_a_maximum_size_message(
+        self, server: ChatServer
+    ) -> None:
+        """A server with a bigger text limit works with a client told that limit."""
+        text = "m" * BIG_TEXT_LIMIT
+        async with (
+            ChatClient(server.address, max_text_bytes=BIG_TEXT_LIMIT) as chat,
+            await chat.join("huge", "reader") as room,
+        ):
+            await within(chat.send("huge", "writer", text))
+            received = await within(anext(room))
+        assert received.text == text
+
+    async def test_a_message_over_the_clients_receive_limit_is_refused(
+        self, server: ChatServer
+    ) -> None:
+        """A client left at the default limits refuses a 5 MiB delivery rather than take it."""
+        async with (
+            ChatClient(server.address, max_text_bytes=BIG_TEXT_LIMIT) as writer,
+            ChatClient(server.address) as default_client,
+            await default_client.join("huge", "reader") as room,
+        ):
+            await within(writer.send("huge", "writer", "m" * (5 * 1024 * 1024)))
+            with pytest.raises(HelloError, match="larger than this client accepts") as refused:
+                await within(anext(room))
+        assert "max_text_bytes" in str(refused.value)
 
 
 async def _read_to_the_end(subscription: Subscription) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib.metadata
+import re
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -18,97 +19,59 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
-from hello_protocol.wire import CLIENT_KEEPALIVE_OPTIONS, SERVICE_NAME
-from tests.conftest import joined as acknowledged_join
-from tests.procs import ServerProcess, run_server_command, server_process
+from hello_protocol.wire import SERVICE_NAME
+from tests.support import TIMEOUT
+from tests.support.calls import (
+    count_until_end,
+    final_status,
+    joined,
+    open_channel,
+    read_messages,
+    subscribed,
+)
+from tests.support.processes import ServerProcess, run_server_command, server_process
 
-# Every wait in these tests is bounded by this; nothing here should take long.
-TIMEOUT = 10.0
 SHUTDOWN_DETAILS = "server shutting down"
 
 Channel = grpc.aio.Channel
 
 
-@pytest.fixture(scope="module")
-def shared_daemon() -> Iterator[ServerProcess]:
-    """One default daemon for the tests that do not stop or reconfigure it."""
-    with server_process() as server:
-        server.follow_log()
-        yield server
-
-
 @pytest.fixture
-async def shared_channel(shared_daemon: ServerProcess) -> AsyncIterator[Channel]:
-    async with grpc.aio.insecure_channel(
-        shared_daemon.address, options=CLIENT_KEEPALIVE_OPTIONS
-    ) as channel:
+async def daemon_channel(daemon: ServerProcess) -> AsyncIterator[Channel]:
+    """A channel to the module's shared `daemon`."""
+    async with open_channel(daemon.address) as channel:
         yield channel
-
-
-def open_channel(server: ServerProcess) -> Channel:
-    return grpc.aio.insecure_channel(server.address, options=CLIENT_KEEPALIVE_OPTIONS)
-
-
-async def joined(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
-) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
-    """conftest's `joined` (a Join stream, acknowledged), bounded by TIMEOUT."""
-    return await asyncio.wait_for(acknowledged_join(stub, room, user), TIMEOUT)
-
-
-async def subscribed(
-    stub: hello_pb2_grpc.ChatRoomStub, room: str, user: str
-) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]:
-    """A Subscribe stream whose acknowledgement has arrived."""
-    call = stub.Subscribe(pb.JoinRequest(roomID=room, user=pb.User(id=user)))
-    await asyncio.wait_for(call.initial_metadata(), TIMEOUT)
-    return call
-
-
-async def final_status(call: grpc.aio.Call) -> tuple[grpc.StatusCode, str]:
-    """Wait (bounded) for a call to end and return its status code and details."""
-    code = await asyncio.wait_for(call.code(), TIMEOUT)
-    return code, await call.details()
-
-
-async def count_until_end(call: grpc.aio.UnaryStreamCall[Any, Any]) -> int:
-    """Read a stream to its end, whatever its status, and return how many messages it carried."""
-    received = 0
-    async with asyncio.timeout(TIMEOUT):
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            async for _ in call:
-                received += 1
-    return received
 
 
 # A queue big enough that flooding a member who never reads blocks the
 # server's write to it (HTTP/2 and TCP buffers fill up) instead of evicting it.
-STALL_ARGS = [
-    "--queue-bytes",
-    str(64 << 20),
-    "--connection-queue-bytes",
-    str(64 << 20),
-    "--queue-size",
-    "100000",
-]
+STALL_ARGS = ["--queue-bytes", str(64 << 20), "--queue-size", "100000"]
 STALL_TEXT = "x" * 60_000
 STALL_MESSAGES = 600  # 36 MB: far beyond what loopback TCP and HTTP/2 windows hold
 
 
-async def stall_a_member(channel: Channel) -> Any:
-    """Join without reading, then flood the room so the server blocks writing to it.
-
-    Returns a Health/Watch call that has seen SERVING, to observe the drain.
-    """
-    stub = hello_pb2_grpc.ChatRoomStub(channel)
+async def watch_health(channel: Channel) -> Any:
+    """A Health/Watch call that has seen SERVING, to observe a drain."""
     watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""))
     first = await asyncio.wait_for(watch.read(), TIMEOUT)
     assert first.status == health_pb2.HealthCheckResponse.SERVING
-    await joined(stub, "stalled", "sleeper")
-    async with asyncio.timeout(TIMEOUT * 3):
-        for _ in range(STALL_MESSAGES):
-            await stub.SendMessage(pb.Message(id="flood", roomID="stalled", message=STALL_TEXT))
     return watch
+
+
+async def stall_a_member(
+    channel: Channel, messages: int = STALL_MESSAGES
+) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]:
+    """Join without reading, then flood the room so the server blocks writing to it.
+
+    Returns the member's call: the caller must keep it, as a call that is
+    garbage-collected is cancelled, and the member would leave.
+    """
+    stub = hello_pb2_grpc.ChatRoomStub(channel)
+    member = await joined(stub, "stalled", "sleeper")
+    async with asyncio.timeout(TIMEOUT * 3):
+        for _ in range(messages):
+            await stub.SendMessage(pb.Message(id="flood", roomID="stalled", message=STALL_TEXT))
+    return member
 
 
 def assert_no_traceback(text: str) -> None:
@@ -118,17 +81,17 @@ def assert_no_traceback(text: str) -> None:
 class TestStartup:
     """The ready line and the first requests against a freshly started daemon."""
 
-    def test_ready_line_shows_the_real_port(self, shared_daemon: ServerProcess) -> None:
+    def test_ready_line_shows_the_real_port(self, daemon: ServerProcess) -> None:
         """With --port 0 the ready line names 127.0.0.1 and the port the kernel picked."""
-        host, port = shared_daemon.address.rsplit(":", 1)
+        host, port = daemon.address.rsplit(":", 1)
         assert host == "127.0.0.1"
         assert 0 < int(port) <= 65535
         with socket.create_connection((host, int(port)), timeout=TIMEOUT):
             pass
 
-    async def test_join_and_send_round_trip(self, shared_channel: Channel) -> None:
+    async def test_join_and_send_round_trip(self, daemon_channel: Channel) -> None:
         """A member joined on the child receives a message sent to its room, server-stamped."""
-        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        stub = hello_pb2_grpc.ChatRoomStub(daemon_channel)
         call = await joined(stub, "round-trip", "alice")
         before = time.time_ns()
         reply = await stub.SendMessage(
@@ -137,7 +100,7 @@ class TestStartup:
         after = time.time_ns()
         assert reply.success
         assert reply.seq == 1
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert (message.id, message.roomID, message.message, message.seq) == (
             "bob",
             "round-trip",
@@ -154,7 +117,7 @@ class TestEnvironment:
     async def test_max_message_bytes(self) -> None:
         """HELLO_MAX_MESSAGE_BYTES=10 accepts a 10-byte text and refuses an 11-byte one."""
         with server_process(env={"HELLO_MAX_MESSAGE_BYTES": "10"}) as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
                 call = await joined(stub, "env", "alice")
                 ok = await stub.SendMessage(
@@ -174,7 +137,10 @@ class TestEnvironment:
         """HELLO_QUEUE_SIZE=2 evicts a member that does not read once 3 messages wait for it."""
         with server_process(env={"HELLO_QUEUE_SIZE": "2"}) as server:
             server.follow_log()
-            async with open_channel(server) as slow_channel, open_channel(server) as channel:
+            async with (
+                open_channel(server.address) as slow_channel,
+                open_channel(server.address) as channel,
+            ):
                 slow = await joined(hello_pb2_grpc.ChatRoomStub(slow_channel), "q", "slow")
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
                 # The slow member never reads: once gRPC flow control stops its
@@ -204,7 +170,7 @@ class TestEnvironment:
         """HELLO_LOG_LEVEL=debug logs a join, the leave on cancel, and the room's deletion."""
         with server_process(env={"HELLO_LOG_LEVEL": "debug"}) as server:
             server.follow_log()
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 call = await joined(hello_pb2_grpc.ChatRoomStub(channel), "lobby", "alice")
                 await server.await_log(r"alice joined room 'lobby' \(1 members\)")
                 call.cancel()
@@ -215,7 +181,7 @@ class TestEnvironment:
         """At the default info level, joining, sending and delivering messages log nothing."""
         count = 20
         with server_process() as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
                 call = await joined(stub, "quiet-room", "quiet-user")
                 for index in range(count):
@@ -246,6 +212,11 @@ class TestBadOptions:
             (["--port", "0", "--log-level", "nope"], {}, "log level must be one of"),
             (["--port", "0"], {"HELLO_LOG_LEVEL": "nope"}, "log level must be one of"),
             (["--port", "0", "--queue-bytes", "1000"], {}, "queue byte bound (1000)"),
+            (
+                ["--port", "0", "--queue-bytes", "65536"],
+                {},
+                "queue byte bound (65536) must hold at least one largest delivered message (70695",
+            ),
             (["--port", "0", "--queue-size", "0"], {}, "queue size must be at least 1"),
             (["--port", "0", "--grace", "-1"], {}, "grace period must not be negative"),
             (
@@ -261,6 +232,7 @@ class TestBadOptions:
             "log-level",
             "HELLO_LOG_LEVEL",
             "queue-bytes",
+            "queue-bytes-of-the-text-limit",
             "queue-size",
             "grace",
             "max-message-bytes",
@@ -277,12 +249,54 @@ class TestBadOptions:
         assert reason in lines[0]
         assert result.stdout == ""
 
-    def test_value_of_the_wrong_type(self) -> None:
-        """A port that is not a number exits 2 with the usage error naming --port, no traceback."""
-        result = run_server_command(["--port", "abc"], timeout=TIMEOUT)
+    @pytest.mark.parametrize(
+        ("args", "reason"),
+        [
+            (["--port", "abc"], "Invalid value for '--port'"),
+            (["--bogus"], "No such option: --bogus"),
+            (["--port"], "Option '--port' requires an argument"),
+            (["extra"], "unexpected extra argument"),
+        ],
+        ids=["wrong-type", "unknown-option", "missing-value", "extra-argument"],
+    )
+    def test_usage_error_is_one_line(self, args: list[str], reason: str) -> None:
+        """A usage error exits 2 with one 'hello-server: error:' line naming it, no usage block."""
+        result = run_server_command(args, timeout=TIMEOUT)
         assert result.returncode == 2, result.stderr
-        assert "--port" in result.stderr
-        assert_no_traceback(result.stderr)
+        assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+        assert result.stderr.startswith("hello-server: error: ")
+        assert reason in result.stderr
+        assert result.stdout == ""
+
+
+class TestHelpAndVersion:
+    """What a new user types first."""
+
+    def test_version(self) -> None:
+        """--version prints 'hello-server' and the installed hello-chat version, exit 0."""
+        result = run_server_command(["--version"], timeout=TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == f"hello-server {importlib.metadata.version('hello-chat')}\n"
+
+    def test_short_and_long_help_are_the_same(self) -> None:
+        """-h works like --help and names the command hello-server."""
+        short = run_server_command(["-h"], timeout=TIMEOUT)
+        long = run_server_command(["--help"], timeout=TIMEOUT)
+        assert (short.returncode, long.returncode) == (0, 0)
+        assert short.stdout == long.stdout
+        assert short.stdout.startswith("Usage: hello-server [OPTIONS]")
+        assert "-h, --help" in short.stdout
+
+    def test_each_example_is_a_line_of_its_own(self) -> None:
+        """The examples in --help are not run together on one line."""
+        lines = run_server_command(["--help"], timeout=TIMEOUT).stdout.splitlines()
+        examples = [line.strip() for line in lines if "hello-server" in line]
+        starts = [line.split("  ")[0] for line in examples if not line.startswith("Usage")]
+        assert starts == [
+            "hello-server",
+            "hello-server --port 0 --log-level debug",
+            "HELLO_PORT=9000 hello-server",
+        ]
 
 
 class TestPortInUse:
@@ -309,24 +323,24 @@ class TestHealthAndReflection:
     """The standard services that grpcurl and orchestrators use."""
 
     @pytest.mark.parametrize("service", ["", SERVICE_NAME])
-    async def test_health_check_serving(self, shared_channel: Channel, service: str) -> None:
+    async def test_health_check_serving(self, daemon_channel: Channel, service: str) -> None:
         """grpc.health.v1.Health/Check reports SERVING for the server and for hello.ChatRoom."""
-        health = health_pb2_grpc.HealthStub(shared_channel)
+        health = health_pb2_grpc.HealthStub(daemon_channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
-    async def test_reflection_lists_services(self, shared_channel: Channel) -> None:
+    async def test_reflection_lists_services(self, daemon_channel: Channel) -> None:
         """Reflection's list_services names hello.ChatRoom and grpc.health.v1.Health."""
         reply = await self._reflect(
-            shared_channel, reflection_pb2.ServerReflectionRequest(list_services="")
+            daemon_channel, reflection_pb2.ServerReflectionRequest(list_services="")
         )
         names = {service.name for service in reply.list_services_response.service}
         assert {"hello.ChatRoom", "grpc.health.v1.Health"} <= names
 
-    async def test_reflection_describes_chat_room(self, shared_channel: Channel) -> None:
+    async def test_reflection_describes_chat_room(self, daemon_channel: Channel) -> None:
         """file_containing_symbol 'hello.ChatRoom' returns the descriptor with its RPCs."""
         reply = await self._reflect(
-            shared_channel,
+            daemon_channel,
             reflection_pb2.ServerReflectionRequest(file_containing_symbol="hello.ChatRoom"),
         )
         assert reply.WhichOneof("message_response") == "file_descriptor_response"
@@ -352,12 +366,72 @@ class TestHealthAndReflection:
         return reply
 
 
+GARBAGE = b"\xff\xff\xff\xff"  # not a valid protobuf encoding of anything
+
+
+async def send_garbage(channel: Channel, method: str) -> grpc.StatusCode:
+    """Call ``method`` with a request that does not parse; return the status it ends with."""
+    identity = {"request_serializer": None, "response_deserializer": None}
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            if method.endswith("/Check"):
+                await channel.unary_unary(method, **identity)(GARBAGE)
+            elif method.endswith("/Watch"):
+                async for _ in channel.unary_stream(method, **identity)(GARBAGE):
+                    pass
+            else:
+                async for _ in channel.stream_stream(method, **identity)(iter([GARBAGE])):
+                    pass
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+class TestMalformedRequests:
+    """Garbage sent to the services gRPC parses for us costs one log line per interval."""
+
+    METHODS = (
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    )
+    PER_METHOD = 200
+
+    async def test_garbage_is_logged_as_a_count_not_a_traceback_each(self) -> None:
+        """600 unparsable health and reflection requests log two lines; good requests still work."""
+        with server_process() as server:
+            server.follow_log()
+            async with open_channel(server.address) as channel:
+                for method in self.METHODS:
+                    for _ in range(self.PER_METHOD):
+                        assert await send_garbage(channel, method) != grpc.StatusCode.OK
+                health = health_pb2_grpc.HealthStub(channel)
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                listed = await TestHealthAndReflection._reflect(
+                    channel, reflection_pb2.ServerReflectionRequest(list_services="")
+                )
+                assert listed.list_services_response.service
+            server.signal(signal.SIGTERM)
+            assert await server.await_exit(TIMEOUT) == 0
+            log = server.rest_of_log()
+        assert_no_traceback(log)
+        first, *counts = [line for line in log.splitlines() if "malformed request" in line]
+        assert "malformed request refused: /grpc.health.v1.Health/Check: " in first
+        # One count per 10 s interval (normally just the one flushed at the exit).
+        assert 1 <= len(counts) <= 2, log
+        counted = [re.search(r"(\d+) malformed requests refused in the last", c) for c in counts]
+        assert sum(int(m[1]) for m in counted if m) == len(self.METHODS) * self.PER_METHOD - 1
+        assert "last: /grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" in counts[-1]
+        assert len(log.splitlines()) < 10, log
+
+
 class TestMessageSize:
     """The gRPC receive limit guards the daemon without harming it."""
 
-    async def test_one_mebibyte_request_is_refused(self, shared_channel: Channel) -> None:
+    async def test_one_mebibyte_request_is_refused(self, daemon_channel: Channel) -> None:
         """A 1 MiB text is refused with RESOURCE_EXHAUSTED and the next request works."""
-        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        stub = hello_pb2_grpc.ChatRoomStub(daemon_channel)
         call = await joined(stub, "big", "alice")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.SendMessage(
@@ -368,22 +442,22 @@ class TestMessageSize:
             pb.Message(id="alice", roomID="big", message="still here"), timeout=TIMEOUT
         )
         assert reply.success
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert message.message == "still here"
         call.cancel()
 
     async def test_largest_allowed_text_fits_the_receive_limit(
-        self, shared_channel: Channel
+        self, daemon_channel: Channel
     ) -> None:
         """A text of exactly --max-message-bytes (64 KiB) passes the gRPC limit and is delivered."""
-        stub = hello_pb2_grpc.ChatRoomStub(shared_channel)
+        stub = hello_pb2_grpc.ChatRoomStub(daemon_channel)
         call = await joined(stub, "largest", "alice")
         text = "é" * (65536 // 2)
         reply = await stub.SendMessage(
             pb.Message(id="a" * 128, roomID="largest", message=text), timeout=TIMEOUT
         )
         assert reply.success
-        message = await asyncio.wait_for(call.read(), TIMEOUT)
+        (message,) = await read_messages(call, 1)
         assert message.message == text
         call.cancel()
 
@@ -397,7 +471,7 @@ class TestShutdown:
         grace = 30.0
         with server_process(["--grace", str(grace)]) as server:
             server.follow_log()
-            async with open_channel(server) as one, open_channel(server) as two:
+            async with open_channel(server.address) as one, open_channel(server.address) as two:
                 stub_one = hello_pb2_grpc.ChatRoomStub(one)
                 stub_two = hello_pb2_grpc.ChatRoomStub(two)
                 streams: list[grpc.aio.Call] = [
@@ -424,7 +498,7 @@ class TestShutdown:
         """A Health/Watch stream, which never ends by itself, does not delay the exit."""
         grace = 60.0
         with server_process(["--grace", str(grace)]) as server:
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 watch = health_pb2_grpc.HealthStub(channel).Watch(
                     health_pb2.HealthCheckRequest(service="")
                 )
@@ -446,41 +520,45 @@ class TestShutdown:
         assert "hello-server stopped" in log
         assert_no_traceback(log)
 
+    # The second signal used to start a second stop of the gRPC server while
+    # the first was pending, which crashed the process (SIGSEGV) in 5 of 40
+    # runs of this scenario here (1 in 4 where the issue was filed): 25 runs
+    # miss a 1-in-8 crash with probability 3.5%.
+    CUT_SHORT_RUNS = 25
+
     async def test_second_signal_cuts_the_drain_short(self) -> None:
         """A second signal while a stuck stream holds the drain open stops at once, exit 1."""
-        grace = 60.0
-        with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
-            server.follow_log()
-            async with open_channel(server) as channel:
-                watch = await stall_a_member(channel)
-                server.signal(signal.SIGTERM)
-                draining = await asyncio.wait_for(watch.read(), TIMEOUT)
-                assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
-                await server.await_log("SIGTERM: draining", TIMEOUT)
-                assert server.process.poll() is None, "the drain ended early"
-
-                started = time.monotonic()
-                server.signal(signal.SIGINT)
-                code = await server.await_exit(TIMEOUT)
-                elapsed = time.monotonic() - started
-            log = server.rest_of_log()
-        assert code == 1, log
-        assert elapsed < TIMEOUT
-        assert "second signal: stopping now" in log
-        assert_no_traceback(log)
+        for run in range(1, self.CUT_SHORT_RUNS + 1):
+            with server_process([*STALL_ARGS, "--grace", "30"]) as server:
+                server.follow_log()
+                async with open_channel(server.address) as channel:
+                    member = await stall_a_member(channel, messages=300)
+                    server.signal(signal.SIGTERM)
+                    await server.await_log("SIGTERM: draining", TIMEOUT)
+                    assert server.process.poll() is None, "the drain ended early"
+                    server.signal(signal.SIGINT)
+                    code = await server.await_exit(TIMEOUT)
+                    member.cancel()
+                log = server.rest_of_log()
+            assert code == 1, f"run {run}: exit code {code}\n{log}"
+            assert "second signal: stopping now" in log
+            assert "hello-server stopped" not in log
+            assert_no_traceback(log)
 
     async def test_drain_is_bounded_by_the_grace_period(self) -> None:
         """A stream stuck writing to a client that stopped reading is cut off at --grace; exit 0."""
         grace = 1.0
         with server_process([*STALL_ARGS, "--grace", str(grace)]) as server:
-            async with open_channel(server) as channel:
-                watch = await stall_a_member(channel)
+            async with open_channel(server.address) as channel:
+                watch = await watch_health(channel)
+                member = await stall_a_member(channel)
                 started = time.monotonic()
                 server.signal(signal.SIGTERM)
                 draining = await asyncio.wait_for(watch.read(), TIMEOUT)
                 assert draining.status == health_pb2.HealthCheckResponse.NOT_SERVING
                 code = await server.await_exit(TIMEOUT)
                 elapsed = time.monotonic() - started
+                member.cancel()
             log = server.rest_of_log()
         assert code == 0, log
         assert grace * 0.9 <= elapsed < grace + 5.0
@@ -491,7 +569,7 @@ class TestShutdown:
         """Two SIGINTs back to back (impatient Ctrl-C) exit promptly with 0 or 1, no traceback."""
         with server_process(["--grace", "30"]) as server:
             server.follow_log()
-            async with open_channel(server) as channel:
+            async with open_channel(server.address) as channel:
                 member = await joined(hello_pb2_grpc.ChatRoomStub(channel), "room", "alice")
                 server.signal(signal.SIGINT)
                 server.signal(signal.SIGINT)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, MemoryBudget, QueueLimits, ServerConfig
-from tests.conftest import (
+from tests.support import within
+from tests.support.calls import (
     RPCS,
     drain,
     hub_until,
@@ -29,10 +29,10 @@ from tests.conftest import (
     receive,
     rpc_error,
     send,
-    within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 QUEUE = QueueLimits(max_messages=64, max_bytes=1 << 20)
 # Far more than the flow-control windows and socket buffers can absorb.
 MAX_SEND_BYTES = 64 << 20
@@ -213,7 +213,13 @@ class TestConnectionBudget:
     @pytest.fixture
     def server_config(self) -> ServerConfig:
         # A long delay: the client below reads again before its connection would be closed.
-        return ServerConfig(port=0, queue=QUEUE, memory=self.BUDGET, stalled_close_seconds=600)
+        return ServerConfig(
+            port=0,
+            queue=QUEUE,
+            memory_budget_bytes=self.BUDGET.total_bytes,
+            connection_queue_bytes=self.BUDGET.connection_bytes,
+            stalled_close_seconds=600,
+        )
 
     async def test_a_connection_that_stops_reading_stays_within_its_budget(
         self, server: ChatServer, stub: Stub

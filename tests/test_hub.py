@@ -10,7 +10,7 @@ import pytest
 from hello_server.hub import Envelope, Hub, HubClosed, Member, QueueLimits, RoomNotFound
 from hello_server.mailbox import CloseReason, MailboxClosed
 from hello_server.memory import MemoryBudget
-from tests.conftest import within
+from tests.support import within
 
 
 class RecordingEncoder:

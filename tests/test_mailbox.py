@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
-from tests.conftest import within
+from tests.support import within
 
 SUSPENDED = object()
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from hello_protocol.wire import DEFAULT_MAX_TEXT_BYTES, ENVELOPE_ALLOWANCE_BYTES
+from hello_protocol.wire import DEFAULT_MAX_TEXT_BYTES
 from hello_server import MemoryBudget, QueueLimits, ServerConfig
-from hello_server.config import DEFAULT_QUEUE_BYTES, ConfigError
-from tests.procs import run_server_command
-
-LARGEST_DELIVERY = DEFAULT_MAX_TEXT_BYTES + ENVELOPE_ALLOWANCE_BYTES
+from hello_server.config import DEFAULT_QUEUE_BYTES, ConfigError, largest_delivery_bytes
+from tests.support.processes import run_server_command
 
 
 class TestMemoryConfig:
@@ -17,7 +15,7 @@ class TestMemoryConfig:
         """The 1 MiB default holds a maximum-size message with its envelope, several times."""
         config = ServerConfig()
         assert config.queue.max_bytes == DEFAULT_QUEUE_BYTES == 1 << 20
-        assert config.queue.max_bytes >= 8 * LARGEST_DELIVERY
+        assert config.queue.max_bytes >= 8 * largest_delivery_bytes(config.limits)
         assert config.queue.max_bytes <= config.memory.connection_bytes
         assert config.memory.connection_bytes <= config.memory.total_bytes
 
@@ -26,14 +24,14 @@ class TestMemoryConfig:
         [
             (
                 {"queue": QueueLimits(4096, DEFAULT_MAX_TEXT_BYTES)},
-                "must hold at least one maximum-size message",
+                "must hold at least one largest delivered message",
             ),
             (
-                {"memory": MemoryBudget(total_bytes=1 << 30, connection_bytes=1 << 19)},
+                {"connection_queue_bytes": 1 << 19},
                 "connection queue budget (524288) must hold at least one full member queue",
             ),
             (
-                {"memory": MemoryBudget(total_bytes=1 << 22, connection_bytes=1 << 23)},
+                {"memory_budget_bytes": 1 << 22, "connection_queue_bytes": 1 << 23},
                 "memory budget (4194304) must be at least the connection queue budget",
             ),
             ({"stalled_close_seconds": 0.0}, "stalled close delay"),
@@ -52,6 +50,13 @@ class TestMemoryConfig:
         with pytest.raises(ConfigError) as refused:
             ServerConfig(**settings)  # type: ignore[arg-type]
         assert reason in str(refused.value)
+
+    def test_default_budgets_grow_to_hold_a_larger_member_queue(self) -> None:
+        """Raising only the member queue raises the default budgets with it, not an error."""
+        config = ServerConfig(queue=QueueLimits(100_000, 64 << 20))
+        assert config.memory == MemoryBudget(total_bytes=256 << 20, connection_bytes=64 << 20)
+        bigger = ServerConfig(queue=QueueLimits(100_000, 512 << 20))
+        assert bigger.memory == MemoryBudget(total_bytes=512 << 20, connection_bytes=512 << 20)
 
     def test_the_cli_takes_the_budget_from_the_environment(self) -> None:
         """HELLO_MEMORY_BUDGET reaches the config: a budget below the connection's is refused."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer
-from tests.conftest import (
+from tests.support import within
+from tests.support.calls import (
     JoinCall,
     hub_until,
     join_request,
@@ -14,10 +15,10 @@ from tests.conftest import (
     open_stub,
     read_messages,
     send,
-    within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class SendCounter:

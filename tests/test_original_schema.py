@@ -15,15 +15,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto, FileDescriptorSet
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer
-from tests.conftest import joined
+from tests.support.calls import joined
 
 # Exactly as written in the protocol contract ("The original schema").
 ORIGINAL_SCHEMA = """\
@@ -50,6 +49,9 @@ message Exit { bool success = 1; string message = 2; }
 CLIENT = Path(__file__).with_name("original_client.py")
 TIMEOUT = 10.0
 DESCRIPTOR_SET = "original.pb"
+
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ class TestOriginalClient:
     async def test_join_send_and_receive(
         self,
         server: ChatServer,
-        stub: hello_pb2_grpc.ChatRoomStub,
+        stub: Stub,
         start_original_client: StartClient,
     ) -> None:
         """It joins, sends, and receives its own and another's message: id, room, text, time."""
@@ -191,6 +193,7 @@ class TestOriginalSchemaOnTheWire:
                 assert now.type == field.type
                 assert now.is_repeated == (field.label == FieldDescriptorProto.LABEL_REPEATED)
                 if field.type_name:
+                    assert now.message_type is not None
                     assert now.message_type.full_name == field.type_name.lstrip(".")
         (service,) = original.service
         current_service = today.services_by_name[service.name]

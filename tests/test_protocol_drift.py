@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATED = ("hello_pb2.py", "hello_pb2.pyi", "hello_pb2_grpc.py")
+# mypy-protobuf's plugin, installed beside the interpreter (it may not be on PATH).
+MYPY_GRPC_PLUGIN = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+GENERATED = ("hello_pb2.py", "hello_pb2.pyi", "hello_pb2_grpc.py", "hello_pb2_grpc.pyi")
 
 
 def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
@@ -21,6 +23,8 @@ def test_generated_code_matches_the_proto(tmp_path: Path) -> None:
             f"--python_out={tmp_path}",
             f"--pyi_out={tmp_path}",
             f"--grpc_python_out={tmp_path}",
+            f"--plugin=protoc-gen-mypy_grpc={MYPY_GRPC_PLUGIN}",
+            f"--mypy_grpc_out={tmp_path}",
             str(ROOT / "protos" / "hello.proto"),
         ],
         check=True,

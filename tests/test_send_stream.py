@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
-from hello_client import ChatClient, InvalidInput, RoomNotFound
+from hello_client import ChatClient, HelloError, InvalidInput, RoomNotFound
 from hello_client.sender import StreamSender
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
+from hello_protocol.validation import InputLimits
 from hello_protocol.wire import SERVICE_NAME
-from hello_server import ChatServer, Hub, QueueLimits
+from hello_server import ChatServer, Hub, QueueLimits, ServerConfig, run_server
 from hello_server.service import ChatRoomService, encode_message
-from hello_server.validation import InputLimits
-from tests.conftest import joined
+from tests.support.calls import joined, read_messages
 
 TIMEOUT = 10
+
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class TestSendStreamRpc:
     async def test_each_message_is_acknowledged_in_order(
-        self, server: ChatServer, stub: hello_pb2_grpc.ChatRoomStub
+        self, server: ChatServer, stub: Stub
     ) -> None:
         """Every message on the stream gets one successful Exit, with seqs in send order."""
         member = await joined(stub, "r", "reader")
@@ -32,12 +36,12 @@ class TestSendStreamRpc:
             replies = [reply async for reply in stub.SendStream(iter(requests))]
             assert [r.success for r in replies] == [True] * 50
             assert [r.seq for r in replies] == list(range(1, 51))
-            delivered = [(await member.read()).message for _ in range(50)]
+            delivered = [m.message for m in await read_messages(member, 50)]
         assert delivered == [f"m{i}" for i in range(50)]
         member.cancel()
 
     async def test_a_refused_message_does_not_end_the_stream(
-        self, server: ChatServer, stub: hello_pb2_grpc.ChatRoomStub
+        self, server: ChatServer, stub: Stub
     ) -> None:
         """A message to a missing room or with bad input is refused alone, with its status."""
         member = await joined(stub, "r", "reader")
@@ -55,7 +59,7 @@ class TestSendStreamRpc:
             ]
             assert "nowhere" in replies[0].message
             assert replies[1].message == "message text is empty"
-            assert (await member.read()).message == "kept"
+            assert [m.message for m in await read_messages(member, 1)] == ["kept"]
         member.cancel()
 
 
@@ -86,6 +90,98 @@ class TestStreamSender:
                     await sender.send("r", "", "x")
                 assert await sender.send("r", "bot", "fine") == 1
             await room.close()
+
+
+def _cancel(task: asyncio.Task[int], _: object) -> None:
+    task.cancel()
+
+
+def sender_tasks() -> list[asyncio.Task[object]]:
+    """The tasks a StreamSender runs (its writer and its ack readers) still alive."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name().startswith("send-stream") and not task.done()
+    ]
+
+
+class TestCancelledSends:
+    IN_FLIGHT = 300
+
+    async def test_cancelling_some_sends_leaves_the_others_unharmed(
+        self, server: ChatServer
+    ) -> None:
+        """300 sends in flight, 50 of them cancelled (task.cancel, wait_for): the rest succeed.
+
+        Every other send gets its own distinct seq, the member receives no message
+        twice, and once the sender is closed none of its tasks is left running.
+        """
+        async with ChatClient(server.address) as client, asyncio.timeout(TIMEOUT):
+            room = await client.join("r", "reader")
+            received: list[tuple[int, str]] = []
+
+            async def read_until_marker() -> None:
+                async for message in room:
+                    if message.text == "marker":
+                        return
+                    received.append((message.seq, message.text))
+
+            reading = asyncio.create_task(read_until_marker())
+            sender = StreamSender(client)
+            texts = [f"m{i}" for i in range(self.IN_FLIGHT)]
+            timed = set(range(5, self.IN_FLIGHT, 12))  # 25 sends under a tiny wait_for
+            cancelled = set(range(11, self.IN_FLIGHT, 12))  # 25 sends cancelled by hand
+            sends = [
+                asyncio.create_task(
+                    asyncio.wait_for(sender.send("r", "bot", text), 0.0005)
+                    if i in timed
+                    else sender.send("r", "bot", text)
+                )
+                for i, text in enumerate(texts)
+            ]
+            # Cancel a send when the one before it is answered: by then it has
+            # usually been written and awaits its own acknowledgement.
+            for i in cancelled:
+                sends[i - 1].add_done_callback(functools.partial(_cancel, sends[i]))
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+            await sender.send("r", "bot", "marker")
+            await sender.close()
+            assert sender_tasks() == []
+            await reading
+            await room.close()
+
+        succeeded = {texts[i]: seq for i, seq in enumerate(outcomes) if isinstance(seq, int)}
+        for i, outcome in enumerate(outcomes):
+            # A send cancelled after its ack came back has its seq; the others
+            # were cancelled before it did.
+            if i in cancelled:
+                assert isinstance(outcome, int | asyncio.CancelledError), repr(outcome)
+            elif i in timed:
+                assert isinstance(outcome, int | TimeoutError), repr(outcome)
+            else:
+                assert isinstance(outcome, int), f"send {i} failed: {outcome!r}"
+        assert any(isinstance(outcomes[i], asyncio.CancelledError) for i in cancelled)
+        assert len(set(succeeded.values())) == len(succeeded)  # distinct seqs
+        delivered_texts = [text for _, text in received]
+        assert len(delivered_texts) == len(set(delivered_texts)), "a message arrived twice"
+        delivered = dict(received)
+        assert {text: seq for seq, text in delivered.items() if text in succeeded} == succeeded
+
+    async def test_a_failed_stream_is_reaped_and_the_next_send_opens_a_new_one(self) -> None:
+        """When the server goes away, the stream's sends fail; closing leaves no task behind."""
+        async with run_server(ServerConfig(port=0, grace_seconds=0)) as first:
+            address = first.address
+            async with ChatClient(address) as client:
+                room = await client.join("r", "reader")
+                sender = StreamSender(client)
+                assert await asyncio.wait_for(sender.send("r", "bot", "one"), TIMEOUT) == 1
+                await room.close()
+                await asyncio.wait_for(first.stop(), TIMEOUT)
+                # Usually UNAVAILABLE; a stream cut by the stop can end INTERNAL.
+                with pytest.raises(HelloError):
+                    await asyncio.wait_for(sender.send("r", "bot", "two"), TIMEOUT)
+                await asyncio.wait_for(sender.close(), TIMEOUT)
+                assert sender_tasks() == []
 
 
 @pytest.fixture

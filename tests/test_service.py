@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
+import pytest
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol import hello_pb2_grpc
-from hello_server import ChatServer
-from tests.conftest import (
-    TcpProxy,
+from hello_server import ChatServer, Hub, ServerConfig
+from hello_server.hub import Envelope, Member
+from hello_server.service import encode_message
+from tests.support import TIMEOUT, within
+from tests.support.calls import (
     final_status,
     hub_until,
     joined,
@@ -19,10 +25,12 @@ from tests.conftest import (
     read_messages,
     rpc_error,
     send,
-    within,
+    subscribed,
 )
+from tests.support.network import TcpProxy
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class TestJoinAcknowledgement:
@@ -278,6 +286,82 @@ class TestNotFound:
         """SendMessage to a missing room fails NOT_FOUND, naming the room in plain words."""
         error = await rpc_error(send(stub, "nowhere", "alice", "hello?"))
         assert error.code() is grpc.StatusCode.NOT_FOUND
-        assert "'nowhere'" in error.details()
-        assert "does not exist" in error.details()
+        assert "'nowhere'" in str(error.details())
+        assert "does not exist" in str(error.details())
         assert not server.hub.has_room("nowhere")
+
+
+class FaultyHub(Hub):
+    """A real hub with a bug: room "bug" raises an error the service does not expect."""
+
+    def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member:
+        if room_id == "bug":
+            raise KeyError("a bug in join")
+        return super().join(room_id, user_id, name, connection)
+
+    def publish(self, room_id: str, sender_id: str, text: str) -> Envelope:
+        if text == "bug":
+            raise KeyError("a bug in publish")
+        return super().publish(room_id, sender_id, text)
+
+
+@pytest.fixture
+async def faulty_stub() -> AsyncIterator[Stub]:
+    """A stub to a real server whose hub is a `FaultyHub`."""
+    server = ChatServer(ServerConfig(port=0))
+    server.hub = FaultyHub(encode_message, server.config.queue)
+    await server.start()
+    try:
+        async with open_stub(server.address) as stub:
+            yield stub
+    finally:
+        await server.stop()
+
+
+def bug_tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Records that carry a traceback of the injected bug; none may come from gRPC itself."""
+    traced = [r for r in caplog.records if r.exc_info is not None]
+    assert all(r.name == "hello_server.service" for r in traced), [r.name for r in traced]
+    return [r for r in traced if "a bug in" in str(r.exc_info[1] if r.exc_info else "")]
+
+
+class TestInternalErrors:
+    """An unexpected error is a bug: INTERNAL "internal error" and one logged traceback."""
+
+    async def test_send_message(self, faulty_stub: Stub, caplog: pytest.LogCaptureFixture) -> None:
+        """SendMessage failing unexpectedly ends INTERNAL, not a retryable UNAVAILABLE."""
+        member = await joined(faulty_stub, "room", "alice")
+        error = await rpc_error(send(faulty_stub, "room", "alice", "bug"))
+        assert (error.code(), error.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+        assert len(bug_tracebacks(caplog)) == 1
+        assert (await send(faulty_stub, "room", "alice", "fine")).success
+        member.cancel()
+
+    @pytest.mark.parametrize("rpc", ["Join", "Subscribe"])
+    async def test_join_and_subscribe(
+        self, faulty_stub: Stub, caplog: pytest.LogCaptureFixture, rpc: str
+    ) -> None:
+        """A Join or Subscribe failing unexpectedly ends INTERNAL with one logged traceback."""
+        call = getattr(faulty_stub, rpc)(pb.JoinRequest(roomID="bug", user=pb.User(id="alice")))
+        assert await final_status(call) == (grpc.StatusCode.INTERNAL, "internal error")
+        assert len(bug_tracebacks(caplog)) == 1
+        (await subscribed(faulty_stub, "room", "alice")).cancel()  # other rooms still work
+
+    async def test_send_stream_answers_that_message_internal(
+        self, faulty_stub: Stub, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """On SendStream only the failing message is answered INTERNAL; the stream goes on."""
+        member = await joined(faulty_stub, "room", "alice")
+        requests = [
+            pb.Message(id="bot", roomID="room", message=text) for text in ("one", "bug", "two")
+        ]
+        async with asyncio.timeout(TIMEOUT):
+            replies = [reply async for reply in faulty_stub.SendStream(iter(requests))]
+        assert [(r.success, r.code, r.message) for r in replies] == [
+            (True, 0, ""),
+            (False, grpc.StatusCode.INTERNAL.value[0], "internal error"),
+            (True, 0, ""),
+        ]
+        assert len(bug_tracebacks(caplog)) == 1
+        assert [m.message for m in await read_messages(member, 2)] == ["one", "two"]
+        member.cancel()

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
-from hello_server import ChatServer, MemoryBudget, QueueLimits, ServerConfig, run_server
-from tests.conftest import (
+from hello_server import ChatServer, QueueLimits, ServerConfig, run_server
+from tests.support import within
+from tests.support.calls import (
     final_status,
     hub_until,
     joined,
@@ -23,10 +25,10 @@ from tests.conftest import (
     receive,
     send,
     subscribed,
-    within,
 )
 
-Stub = hello_pb2_grpc.ChatRoomStub
+if TYPE_CHECKING:
+    from tests.support.calls import Stub
 
 
 class TestSubscribeAcknowledgement:
@@ -93,8 +95,10 @@ class TestSubscribeDelivery:
         orders += [[(m.seq, m.id, m.message) for m in await receive(c, total)] for c in subs]
         assert all(order == orders[0] for order in orders)
         assert [seq for seq, _, _ in orders[0]] == list(range(1, total + 1))
-        for call in (*joins, *subs):
-            call.cancel()
+        for join in joins:
+            join.cancel()
+        for sub in subs:
+            sub.cancel()
 
     async def test_senders_own_subscription_receives(self, stub: Stub) -> None:
         """The sender's own Subscribe stream gets its message too."""
@@ -150,7 +154,6 @@ class TestSubscribeBatchSize:
         config = ServerConfig(
             port=0,
             queue=QueueLimits(max_messages=1000, max_bytes=64 << 20),
-            memory=MemoryBudget(total_bytes=256 << 20, connection_bytes=64 << 20),
         )
         async with (
             run_server(config) as server,

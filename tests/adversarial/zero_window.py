@@ -23,7 +23,9 @@ from hyperframe.frame import PingFrame, SettingsFrame
 
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
-from tests.adversarial.harness import (
+
+# harness.py comes with the transport attacks (tests/adversarial/harness.py).
+from tests.adversarial.harness import (  # type: ignore[import-not-found,unused-ignore]
     DataFrame,
     HeadersFrame,
     RawConnection,
@@ -39,7 +41,7 @@ ACK, END_STREAM = 0x1, 0x1
 TEXT = "x" * (60 * 1024)
 
 
-class ZeroWindowConnection(RawConnection):
+class ZeroWindowConnection(RawConnection):  # type: ignore[misc,unused-ignore]
     """A raw HTTP/2 client that never grants the server any window, but answers pings."""
 
     def __init__(self, address: str) -> None:

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from hello_client import ChatClient, RoomNotFound
+from tests.support import TIMEOUT
 
-# Generous: the suite must pass on a busy two-core machine.
-TIMEOUT = 30.0
 POLL_INTERVAL = 0.05
 
 _SCRIPT = Path(sys.executable).parent / "hello-chat"
@@ -275,6 +274,17 @@ class Tmux:
                 return screen
             if time.monotonic() > deadline:
                 raise AssertionError(f"{check!r} not on the screen of {name}:\n{screen}")
+            time.sleep(POLL_INTERVAL)
+
+    def wait_for_line(self, name: str, text: str) -> list[str]:
+        """Poll the whole transcript (scrollback too) until a line contains ``text``."""
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            lines = self.transcript(name)
+            if any(text in line for line in lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never shown in {name}:\n" + "\n".join(lines))
             time.sleep(POLL_INTERVAL)
 
     def keys(self, name: str, *keys: str) -> None:

@@ -1,10 +1,17 @@
-"""What input the server accepts, and the words it uses to refuse the rest."""
+"""What input a hello server accepts, and the words used to refuse the rest.
+
+Both ends use these checks: the server to refuse a request, a client to refuse
+it before sending, with the same words, so a person reads one message whichever
+end caught the problem.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES
+
+__all__ = ["InputLimits", "InvalidInput", "check_id", "check_name", "check_text", "text_bytes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +54,14 @@ def check_name(value: str, limits: InputLimits) -> None:
         check_id("display name", value, limits)
 
 
+def text_bytes(value: str) -> int:
+    """The UTF-8 size of ``value``, without encoding it when it is ASCII."""
+    return len(value) if value.isascii() else len(value.encode())
+
+
 def check_text(value: str, limits: InputLimits) -> None:
     """Message text: 1 byte up to the configured limit, UTF-8 encoded."""
-    size = len(value) if value.isascii() else len(value.encode())
+    size = text_bytes(value)
     if size == 0:
         raise InvalidInput("message text is empty")
     if size > limits.max_text_bytes:

@@ -18,8 +18,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from tests.support import TIMEOUT
+
 READY = re.compile(r"hello-server ready on (?P<address>\S+)")
-STARTUP_TIMEOUT = 30.0
 SERVER_COMMAND = (sys.executable, "-m", "hello_server")
 
 
@@ -37,7 +38,7 @@ class ServerProcess:
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
 
-    def wait(self, timeout: float = 30.0) -> int:
+    def wait(self, timeout: float = TIMEOUT) -> int:
         return self.process.wait(timeout)
 
     def follow_log(self) -> None:
@@ -60,7 +61,7 @@ class ServerProcess:
             self._log_ended = True
             self._log_changed.notify_all()
 
-    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
+    def wait_for_log(self, pattern: str, timeout: float = TIMEOUT) -> str:
         """Return the first log line matching the regex ``pattern``, waiting for it."""
         self.follow_log()
         regex = re.compile(pattern)
@@ -76,11 +77,11 @@ class ServerProcess:
             raise AssertionError(f"no log line matches {pattern!r}; the log:\n" + self.log_text())
         return found[0]
 
-    async def await_log(self, pattern: str, within: float = 10.0) -> str:
+    async def await_log(self, pattern: str, within: float = TIMEOUT) -> str:
         """`wait_for_log` without blocking the event loop."""
         return await asyncio.to_thread(self.wait_for_log, pattern, within)
 
-    async def await_exit(self, within: float = 30.0) -> int:
+    async def await_exit(self, within: float = TIMEOUT) -> int:
         """Wait up to ``within`` seconds for the exit code, without blocking the event loop."""
         return await asyncio.to_thread(self.process.wait, within)
 
@@ -91,7 +92,7 @@ class ServerProcess:
     def rest_of_log(self) -> str:
         """Everything the server wrote after the ready line, once it exited."""
         if self._reader is not None:
-            self._reader.join(STARTUP_TIMEOUT)
+            self._reader.join(TIMEOUT)
             return self.log_text()
         assert self.process.stderr is not None
         self.log.extend(self.process.stderr.read().splitlines())
@@ -117,7 +118,7 @@ def start_server(args: Sequence[str] = (), env: dict[str, str] | None = None) ->
         match = READY.search(line)
         if match:
             return ServerProcess(process, match["address"], log)
-    process.wait(STARTUP_TIMEOUT)
+    process.wait(TIMEOUT)
     raise RuntimeError("hello-server exited before it was ready:\n" + "\n".join(log))
 
 
@@ -134,14 +135,14 @@ def server_process(
             server.process.kill()
             server.process.wait()
         if server._reader is not None:
-            server._reader.join(STARTUP_TIMEOUT)
+            server._reader.join(TIMEOUT)
         for stream in (server.process.stdout, server.process.stderr):
             if stream is not None:
                 stream.close()
 
 
 def run_server_command(
-    args: Sequence[str], env: dict[str, str] | None = None, timeout: float = STARTUP_TIMEOUT
+    args: Sequence[str], env: dict[str, str] | None = None, timeout: float = TIMEOUT
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m hello_server ARGS`` to its end (for startups that must fail).
 
