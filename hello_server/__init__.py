@@ -7,6 +7,15 @@
 from hello_protocol.validation import InputLimits
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub, QueueLimits
+from hello_server.memory import MemoryBudget
 from hello_server.server import ChatServer, run_server
 
-__all__ = ["ChatServer", "Hub", "InputLimits", "QueueLimits", "ServerConfig", "run_server"]
+__all__ = [
+    "ChatServer",
+    "Hub",
+    "InputLimits",
+    "MemoryBudget",
+    "QueueLimits",
+    "ServerConfig",
+    "run_server",
+]

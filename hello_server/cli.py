@@ -19,9 +19,12 @@ import typer
 from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES, DEFAULT_PORT
 from hello_server.config import (
+    DEFAULT_CONNECTION_QUEUE_BYTES,
     DEFAULT_LINGER_SECONDS,
+    DEFAULT_MEMORY_BUDGET,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
+    DEFAULT_STALLED_CLOSE_SECONDS,
     LOG_LEVELS,
     ConfigError,
     ServerConfig,
@@ -93,6 +96,31 @@ def serve(
             envvar="HELLO_QUEUE_BYTES", help="Bytes a member may have waiting before eviction."
         ),
     ] = DEFAULT_QUEUE_BYTES,
+    memory_budget: Annotated[
+        int | None,
+        typer.Option(
+            envvar="HELLO_MEMORY_BUDGET",
+            help="Bytes waiting for all members together before the largest is evicted "
+            f"[default: {DEFAULT_MEMORY_BUDGET}, or the connection budget if larger]",
+            show_default=False,
+        ),
+    ] = None,
+    connection_queue_bytes: Annotated[
+        int | None,
+        typer.Option(
+            envvar="HELLO_CONNECTION_QUEUE_BYTES",
+            help="Bytes waiting for one connection's members before its largest is evicted "
+            f"[default: {DEFAULT_CONNECTION_QUEUE_BYTES}, or --queue-bytes if larger]",
+            show_default=False,
+        ),
+    ] = None,
+    stalled_close_seconds: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_STALLED_CLOSE_SECONDS",
+            help="Seconds before closing a connection whose evicted streams all stopped reading.",
+        ),
+    ] = DEFAULT_STALLED_CLOSE_SECONDS,
     batch_linger_ms: Annotated[
         float,
         typer.Option(
@@ -121,6 +149,9 @@ def serve(
             port=port,
             limits=InputLimits(max_id_chars=max_id_chars, max_text_bytes=max_message_bytes),
             queue=QueueLimits(max_messages=queue_size, max_bytes=queue_bytes),
+            memory_budget_bytes=memory_budget,
+            connection_queue_bytes=connection_queue_bytes,
+            stalled_close_seconds=stalled_close_seconds,
             grace_seconds=grace,
             batch_linger_seconds=batch_linger_ms / 1000,
             log_level=log_level.lower(),

@@ -11,6 +11,7 @@ from hello_protocol import hello_pb2 as pb
 from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
+from hello_server.memory import MemoryBudget
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -19,10 +20,28 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # keep latency low. Quiet streams never wait (see ChatRoomService._write_batches).
 DEFAULT_LINGER_SECONDS = 0.005
 
-# A member may fall this far behind before it is evicted. Measured on a busy
-# 2-core machine (docs/benchmarks.md): healthy readers stay far below both.
+# A member may fall this far behind (queued plus what its stream is writing)
+# before it is evicted: what a chat client needs (Centrifugo's default client
+# queue is 1 MB), and 15 maximum-size messages. The count bound caps the
+# per-message overhead that bytes do not show (~41 bytes each, 170 KiB).
 DEFAULT_QUEUE_MESSAGES = 4096
-DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+DEFAULT_QUEUE_BYTES = 1024 * 1024
+
+# Bytes of messages waiting for all members together: 256 full member queues,
+# or ~3,800 maximum-size messages, on top of the server's own ~100 MB; past
+# it the member holding the most is evicted. Sized so that the whole server
+# fits a 512 MB container (docs/hardening.md).
+DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
+# ...and for all members on one client connection: 16 full member queues. A
+# client in many rooms rarely has all of them full at once; one that stops
+# reading every stream (a zero flow-control window) is evicted after 16 MiB.
+DEFAULT_CONNECTION_QUEUE_BYTES = 16 * 1024 * 1024
+
+# An evicted stream whose client does not read keeps its handler in a write;
+# when every member stream of a connection is in that state this long, the
+# connection is closed (hello_server.reaper). Long enough for a client that
+# was only paused to learn why it was evicted.
+DEFAULT_STALLED_CLOSE_SECONDS = 5.0
 
 
 class ConfigError(ValueError):
@@ -42,6 +61,10 @@ class ServerConfig:
     grace_seconds: float = 5.0
     log_level: str = "info"
     batch_linger_seconds: float = DEFAULT_LINGER_SECONDS
+    # None: the default, raised to hold one member queue (and one connection's).
+    memory_budget_bytes: int | None = None
+    connection_queue_bytes: int | None = None
+    stalled_close_seconds: float = DEFAULT_STALLED_CLOSE_SECONDS
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -58,12 +81,36 @@ class ServerConfig:
                 f"{self.limits.max_text_bytes}-byte text, "
                 f"{self.limits.max_id_chars}-character ids and the envelope)"
             )
+        memory = self.memory
+        if memory.connection_bytes < self.queue.max_bytes:
+            raise ConfigError(
+                f"connection queue budget ({memory.connection_bytes}) must hold at "
+                f"least one full member queue ({self.queue.max_bytes} bytes)"
+            )
+        if memory.total_bytes < memory.connection_bytes:
+            raise ConfigError(
+                f"memory budget ({memory.total_bytes}) must be at least the "
+                f"connection queue budget ({memory.connection_bytes} bytes)"
+            )
+        if not 0 < self.stalled_close_seconds <= 3600:
+            raise ConfigError("stalled close delay must be more than 0 and at most 3600 s")
         if not 0 <= self.batch_linger_seconds <= 1:
             raise ConfigError("batch linger must be between 0 and 1000 ms")
         if self.grace_seconds < 0:
             raise ConfigError("grace period must not be negative")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+
+    @property
+    def memory(self) -> MemoryBudget:
+        """The memory budgets: as set, or the defaults raised to hold what the queue allows."""
+        connection = self.connection_queue_bytes
+        if connection is None:
+            connection = max(DEFAULT_CONNECTION_QUEUE_BYTES, self.queue.max_bytes)
+        total = self.memory_budget_bytes
+        if total is None:
+            total = max(DEFAULT_MEMORY_BUDGET, connection)
+        return MemoryBudget(total, connection)
 
     @property
     def address(self) -> str:

@@ -4,12 +4,30 @@
 bound, or be closed with a reason while full (``shutdown`` is Python 3.13+),
 and all three are needed here: batched delivery, eviction by bytes as well as
 by count, and ending a reader at once with a cause.
+
+The mailbox also counts what its reader took but has not finished writing
+(the reader may sit in a write for as long as its client does not read), so
+that the member's bound and the server's memory budgets see every byte the
+member pins, until the write completes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+
+
+class Ledger:
+    """How much memory in use may have grown since the hub last measured it.
+
+    One per hub, shared by its mailboxes: it grows by what is published and
+    by what readers copy, and shrinks by the copies written since.
+    """
+
+    __slots__ = ("growth",)
+
+    def __init__(self) -> None:
+        self.growth = 0
 
 
 class CloseReason(enum.Enum):
@@ -36,9 +54,19 @@ class Mailbox:
     queued (up to a limit), so a reader that fell behind catches up in batches.
     """
 
-    __slots__ = ("_bytes", "_closed", "_items", "_max_bytes", "_max_items", "_waiter")
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_held_private",
+        "_items",
+        "_ledger",
+        "_max_bytes",
+        "_max_items",
+        "_pending",
+        "_waiter",
+    )
 
-    def __init__(self, max_items: int, max_bytes: int) -> None:
+    def __init__(self, max_items: int, max_bytes: int, ledger: Ledger | None = None) -> None:
         # A plain list: an idle member's empty list costs 56 bytes where an
         # empty deque costs 600, and readers take whole batches, never one.
         self._items: list[bytes] = []
@@ -47,6 +75,12 @@ class Mailbox:
         self._max_bytes = max_bytes
         self._waiter: asyncio.Future[None] | None = None
         self._closed: MailboxClosed | None = None
+        # Queued, plus taken by the reader and not yet written: payloads the
+        # room's other members may hold too, and copies made for this member
+        # alone (``_held_private``). One sum, so that `put` checks one number.
+        self._pending = 0
+        self._held_private = 0
+        self._ledger = ledger or Ledger()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -56,26 +90,59 @@ class Mailbox:
         return self._bytes
 
     @property
+    def held_bytes(self) -> int:
+        """Bytes the reader took and has not finished writing."""
+        return self._pending - self._bytes
+
+    @property
+    def pending_bytes(self) -> int:
+        """Everything this member pins: queued plus taken and not yet written."""
+        return self._pending
+
+    @property
+    def shared_bytes(self) -> int:
+        """The pending payloads that are the room's own objects, shared with other members.
+
+        Each member's are a suffix of the room's stream, so a room pins the
+        largest of its members' shared bytes, not their sum.
+        """
+        return self._pending - self._held_private
+
+    @property
+    def private_bytes(self) -> int:
+        """Pending bytes copied for this member alone (a framed batch)."""
+        return self._held_private
+
+    @property
     def closed(self) -> bool:
         return self._closed is not None
 
     def put(self, payload: bytes) -> bool:
-        """Queue ``payload``; return False, queuing nothing, if a bound would be passed."""
-        if len(self._items) >= self._max_items or self._bytes + len(payload) > self._max_bytes:
+        """Queue ``payload``; return False, queuing nothing, if a bound would be passed.
+
+        The byte bound covers what the reader holds in a write as well.
+        """
+        size = len(payload)
+        if len(self._items) >= self._max_items or self._pending + size > self._max_bytes:
             return False
         self._items.append(payload)
-        self._bytes += len(payload)
+        self._bytes += size
+        self._pending += size
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
 
     def close(self, reason: CloseReason, detail: str) -> None:
-        """End the mailbox now: queued messages are dropped and the reader is woken."""
+        """End the mailbox now: queued messages are dropped and the reader is woken.
+
+        What the reader holds in a write stays counted until it is written or released.
+        """
         if self._closed is not None:
             return
         self._closed = MailboxClosed(reason, detail)
         self._items.clear()
+        self._pending -= self._bytes
         self._bytes = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -94,23 +161,61 @@ class Mailbox:
         if self._closed is not None:
             raise self._closed
 
-    def take_nowait(self, limit: int) -> list[bytes]:
+    def take_nowait(self, limit: int, byte_limit: int | None = None) -> list[bytes]:
         """Remove and return up to ``limit`` queued messages, oldest first.
 
-        Raises `MailboxClosed` once closed, so a reader never sends an empty batch.
+        With ``byte_limit``, stop before the batch would pass that many bytes,
+        but always return at least one message. What is returned counts as
+        held until `wrote` (or `release`) says it is gone. Raises
+        `MailboxClosed` once closed, so a reader never sends an empty batch.
         """
         if self._closed is not None:
             raise self._closed
-        batch = self._items
-        if len(batch) <= limit:
+        items = self._items
+        if byte_limit is not None and self._bytes > byte_limit:
+            size = 0
+            count = 0
+            for payload in items:
+                if count == limit or (count and size + len(payload) > byte_limit):
+                    break
+                size += len(payload)
+                count += 1
+            batch, self._items = items[:count], items[count:]
+        elif len(items) <= limit:
             self._items = []
             self._bytes = 0
-            return batch
-        batch, self._items = batch[:limit], batch[limit:]
-        self._bytes -= sum(map(len, batch))
+            return items
+        else:
+            batch, self._items = items[:limit], items[limit:]
+            size = sum(map(len, batch))
+        self._bytes -= size
         return batch
 
-    async def take(self, limit: int) -> list[bytes]:
+    async def take(self, limit: int, byte_limit: int | None = None) -> list[bytes]:
         """Wait for at least one message and return up to ``limit`` of them."""
         await self.wait()
-        return self.take_nowait(limit)
+        return self.take_nowait(limit, byte_limit)
+
+    def writing(self, copy: int) -> None:
+        """gRPC copied ``copy`` bytes for a write: they are this member's until released."""
+        self._held_private += copy
+        self._pending += copy
+        self._ledger.growth += copy
+
+    def framed(self, copy: int) -> None:
+        """The reader replaced everything it took by a ``copy``-byte frame of its own."""
+        self._held_private += copy
+        self._pending = self._bytes + self._held_private
+        self._ledger.growth += copy
+
+    def wrote(self, shared: int = 0, private: int = 0) -> None:
+        """The reader finished writing these held bytes: they are no longer pinned."""
+        self._pending -= shared + private
+        self._held_private -= private
+        # Net: a copy written at once never brings the next measurement nearer.
+        self._ledger.growth -= private
+
+    def release(self) -> None:
+        """The reader is gone: nothing it took is held any more."""
+        self._pending = self._bytes
+        self._held_private = 0

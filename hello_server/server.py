@@ -27,6 +27,7 @@ from hello_server.config import ServerConfig
 from hello_server.hub import Hub
 from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
+from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class ChatServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.hub = Hub(encode_message, config.queue)
+        self.stalls = StalledConnections(config.stalled_close_seconds, lambda: self.port)
+        self.hub = Hub(encode_message, config.queue, config.memory, self.stalls.evicted)
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False
@@ -108,7 +110,7 @@ class ChatServer:
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""
         service = ChatRoomService(
-            self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag
+            self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
         )
         server.add_generic_rpc_handlers((service.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

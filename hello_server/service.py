@@ -25,6 +25,7 @@ from hello_protocol.wire import SERVICE_NAME, frame_batch
 from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
 from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
+from hello_server.reaper import StalledConnections
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ INTERNAL_ERROR = "internal error"
 # A Join stream writes at most this many queued messages before it lets the
 # event loop run other work; a Subscribe batch carries at most this many.
 MAX_BATCH = 512
+# ...and at most this many bytes (a single larger message goes alone), so that
+# every stream message fits a default gRPC client's 4 MiB receive limit with
+# room to spare, and a stalled stream holds little in one write: the frame,
+# gRPC's copy of it and gRPC's copy of the previous one count in the member's
+# 1 MiB queue bound (below).
+MAX_BATCH_BYTES = 128 * 1024
 
 # A Subscribe stream also gathers while the event loop runs its timers late
 # by more than LAG_THRESHOLD (it is saturated, and each write costs far more
@@ -69,12 +76,18 @@ class ChatRoomService:
     """Maps the ChatRoom RPCs onto a `RoomHub`."""
 
     def __init__(
-        self, hub: RoomHub, limits: InputLimits, linger: float, lag: LoopLag | None = None
+        self,
+        hub: RoomHub,
+        limits: InputLimits,
+        linger: float,
+        lag: LoopLag | None = None,
+        stalls: StalledConnections | None = None,
     ) -> None:
         self._hub = hub
         self._limits = limits
         self._linger = linger
         self._lag = lag or LoopLag()
+        self._stalls = stalls
 
     def rpc_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         """The handler to register on a grpc.aio server."""
@@ -150,13 +163,37 @@ class ChatRoomService:
             # away while flow control held the write): nobody is left to tell.
             return
         finally:
-            self._hub.leave(member)
+            self._gone(member)
+
+    def _gone(self, member: Member) -> None:
+        self._hub.leave(member)
+        if self._stalls is not None:
+            self._stalls.done(member)
 
     @staticmethod
     async def _write_each(mailbox: Mailbox, context: Context) -> None:
+        """Write each queued message as one ``hello.Message``; stop at once when evicted.
+
+        What a write pins counts in the member's bytes until gRPC is surely
+        done with it: gRPC copies each message, and the copy of one written
+        into a closed flow-control window may wait in its buffer until the
+        next write completes, so each copy is released one write later (or
+        when the stream goes idle).
+        """
         while True:
-            for payload in await mailbox.take(MAX_BATCH):
+            previous = 0
+            batch = await mailbox.take(MAX_BATCH, MAX_BATCH_BYTES)
+            batch.reverse()  # popped from the end, each message is let go once written
+            while batch:
+                if mailbox.closed:
+                    break  # the next take raises why
+                payload = batch.pop()
+                size = len(payload)
+                mailbox.writing(size)
                 await context.write(payload)
+                mailbox.wrote(shared=size, private=previous)
+                previous = size
+            mailbox.wrote(private=previous)
 
     async def _write_batches(self, mailbox: Mailbox, context: Context) -> None:
         """Write everything queued as one batch, coalescing only when busy.
@@ -172,23 +209,34 @@ class ChatRoomService:
         linger = self._linger
         lag = self._lag
         last_write = -linger
+        previous = 0  # gRPC's copy of the last batch, counted until the next is written
         while True:
+            if previous and not len(mailbox):
+                mailbox.wrote(private=previous)
+                previous = 0
             await mailbox.wait()
             gather = linger if loop.time() - last_write < linger else 0.0
             # A saturated loop: writes are the bottleneck, so gather for about
             # one pass over the loop's work, bounded. Scheduler jitter is not load.
             if lag.seconds > LAG_THRESHOLD:
                 gather = max(gather, min(lag.seconds, MAX_LAG_LINGER))
-            if gather and len(mailbox) < MAX_BATCH:
+            if gather and len(mailbox) < MAX_BATCH and mailbox.queued_bytes < MAX_BATCH_BYTES:
                 await asyncio.sleep(gather)
-            await context.write(frame_batch(mailbox.take_nowait(MAX_BATCH)))
+            batch = frame_batch(mailbox.take_nowait(MAX_BATCH, MAX_BATCH_BYTES))
+            size = len(batch)
+            mailbox.framed(size)  # the frame is this member's own copy...
+            mailbox.writing(size)  # ...and so is gRPC's
+            await context.write(batch)
+            del batch  # not kept alive while the stream waits
+            mailbox.wrote(private=size + previous)
+            previous = size
             last_write = loop.time()
             lag.want()
 
     async def _enter(self, raw: bytes, context: Context) -> Member:
         """Register the caller as a member, or end the call with the refusal."""
         try:
-            member = self._admit(raw)
+            member = self._admit(raw, context.peer())
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail)
         # The stream's task is cancelled when the call ends, which runs the
@@ -196,17 +244,19 @@ class ChatRoomService:
         # before the handler resumes. ``leave`` is idempotent.
         # grpc-stubs types the callback as its own DoneCallback class; any
         # callable taking the context is what grpc.aio actually accepts.
-        context.add_done_callback(lambda _: self._hub.leave(member))  # type: ignore[arg-type]
+        context.add_done_callback(lambda _: self._gone(member))  # type: ignore[arg-type]
+        if self._stalls is not None:
+            self._stalls.serving(member)
         return member
 
-    def _admit(self, raw: bytes) -> Member:
+    def _admit(self, raw: bytes, connection: str) -> Member:
         """Validate a serialised JoinRequest and join; raise `Refusal` if refused."""
         try:
             request = pb.JoinRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("user id", request.user.id, self._limits)
             check_name(request.user.name, self._limits)
-            return self._hub.join(request.roomID, request.user.id, request.user.name)
+            return self._hub.join(request.roomID, request.user.id, request.user.name, connection)
         except _REFUSABLE as error:
             raise Refusal.of(error, pb.JoinRequest) from None
 

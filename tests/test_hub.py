@@ -9,6 +9,7 @@ import pytest
 
 from hello_server.hub import Envelope, Hub, HubClosed, Member, QueueLimits, RoomNotFound
 from hello_server.mailbox import CloseReason, MailboxClosed
+from hello_server.memory import MemoryBudget
 from tests.support import within
 
 
@@ -42,8 +43,10 @@ def hub(encoder: RecordingEncoder) -> Hub:
 
 
 def queued(member: Member) -> list[bytes]:
-    """Everything waiting in a member's mailbox, removed from it."""
-    return member.mailbox.take_nowait(1 << 30)
+    """Everything waiting in a member's mailbox, removed from it as a reader that wrote it."""
+    batch = member.mailbox.take_nowait(1 << 30)
+    member.mailbox.wrote(shared=sum(map(len, batch)))
+    return batch
 
 
 def close_cause(member: Member) -> MailboxClosed:
@@ -243,6 +246,75 @@ class TestEviction:
         assert "too slow" in detail
         assert "'lobby'" in detail
         assert "reconnect" in detail
+
+
+class TestMemoryBudget:
+    def test_a_payload_shared_by_a_room_counts_once(self) -> None:
+        """A 1 MiB message queued for 1,000 members pins 1 MiB, and no budget of 2 MiB evicts."""
+        encoder = RecordingEncoder(padding=1 << 20)
+        budget = MemoryBudget(total_bytes=2 << 20, connection_bytes=2 << 20)
+        hub = Hub(encoder, QueueLimits(max_messages=10, max_bytes=2 << 20), budget)
+        members = [hub.join("big", f"u{i}", connection=f"c{i}") for i in range(1000)]
+        hub.publish("big", "u0", "hello")
+        [payload] = encoder.payloads
+        usage = hub.memory_usage()
+        assert usage.total == len(payload)
+        assert usage.largest_connection[1] == len(payload)
+        assert not any(m.mailbox.closed for m in members)
+
+    def test_past_the_server_budget_the_member_holding_most_is_evicted(self) -> None:
+        """The server budget evicts the worst offender first, with a reason, and only it."""
+        encoder = RecordingEncoder(padding=1000)
+        evicted: list[Member] = []
+        budget = MemoryBudget(total_bytes=5000, connection_bytes=5000)
+        hub = Hub(encoder, ROOMY, budget, on_evict=evicted.append)
+        worst = hub.join("a", "worst", connection="c1")
+        other = hub.join("b", "other", connection="c2")
+        for text in ("1", "2", "3"):
+            hub.publish("a", "x", text)
+        hub.publish("b", "x", "4")
+        assert not evicted
+        hub.publish("b", "x", "5")  # 5 x ~1005 bytes > 5000
+        assert evicted == [worst]
+        detail = assert_evicted(worst).detail
+        assert "server's memory" in detail
+        assert "'a'" in detail
+        assert not other.mailbox.closed
+        assert hub.memory_usage().total == other.mailbox.pending_bytes < 5000
+
+    def test_past_the_connection_budget_only_that_connection_loses_a_stream(self) -> None:
+        """A connection over its budget loses its largest stream; another connection keeps its."""
+        encoder = RecordingEncoder(padding=1000)
+        budget = MemoryBudget(total_bytes=1 << 20, connection_bytes=3000)
+        hub = Hub(encoder, ROOMY, budget)
+        stalled = [hub.join(f"r{i}", "zero", connection="zero-window") for i in range(3)]
+        reader = hub.join("r0", "reader", connection="healthy")
+        hub.publish("r0", "x", "first")
+        hub.publish("r1", "x", "second")
+        queued(reader)
+        hub.publish("r2", "x", "third")  # the stalled connection now holds 3 x ~1005
+        closed = [m for m in stalled if m.mailbox.closed]
+        assert len(closed) == 1
+        assert "this connection" in assert_evicted(closed[0]).detail
+        assert not reader.mailbox.closed
+        usage = hub.memory_usage()
+        assert usage.by_connection["zero-window"] <= 3000
+
+    def test_a_write_in_progress_counts_until_the_stream_leaves(self) -> None:
+        """Bytes an evicted member's reader still holds count in the budget until leave()."""
+        encoder = RecordingEncoder(padding=1000)
+        budget = MemoryBudget(total_bytes=2500, connection_bytes=2500)
+        hub = Hub(encoder, ROOMY, budget)
+        parked = hub.join("a", "parked", connection="c1")
+        hub.publish("a", "x", "1")
+        [taken] = parked.mailbox.take_nowait(10)  # its reader is stuck writing this one
+        hub.publish("a", "x", "2")
+        hub.publish("a", "x", "3")  # over 2500 counting what is being written
+        assert_evicted(parked)
+        assert hub.evicted_count == 1
+        assert hub.memory_usage().total == len(taken)
+        hub.leave(parked)
+        assert (hub.evicted_count, hub.memory_usage().total) == (0, 0)
 
 
 class TestClose:

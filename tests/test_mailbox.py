@@ -87,15 +87,52 @@ class TestTake:
         box.put(b"hello")
         assert step(taking) == [b"hello"]
 
-    async def test_queue_space_is_freed_by_take(self) -> None:
-        """Taking messages frees room for more under both bounds."""
+    async def test_take_frees_the_count_and_writing_frees_the_bytes(self) -> None:
+        """A taken message leaves the count at once, but its bytes only once written."""
         box = Mailbox(max_items=2, max_bytes=4)
         assert box.put(b"ab")
         assert box.put(b"cd")
         assert not box.put(b"e")
         assert await within(box.take(1)) == [b"ab"]
+        assert (box.queued_bytes, box.held_bytes, box.pending_bytes) == (2, 2, 4)
+        assert not box.put(b"e"), "bytes the reader is still writing must count"
+        box.wrote(shared=2)
         assert box.put(b"e")
         assert box.take_nowait(10) == [b"cd", b"e"]
+
+    def test_take_stops_at_the_byte_limit_but_takes_at_least_one(self) -> None:
+        """take_nowait with a byte limit returns whole messages up to it; a larger one alone."""
+        box = Mailbox(max_items=100, max_bytes=10_000)
+        for payload in (b"a" * 40, b"b" * 40, b"c" * 40, b"d" * 500, b"e" * 10):
+            assert box.put(payload)
+        assert box.take_nowait(100, byte_limit=100) == [b"a" * 40, b"b" * 40]
+        assert box.take_nowait(100, byte_limit=100) == [b"c" * 40]
+        assert box.take_nowait(100, byte_limit=100) == [b"d" * 500]
+        assert box.take_nowait(100, byte_limit=100) == [b"e" * 10]
+        assert box.held_bytes == 630
+
+    def test_held_bytes_are_shared_until_framed_then_private_until_written(self) -> None:
+        """Taken payloads count as the room's shared bytes; a frame as this member's own."""
+        box = Mailbox(max_items=100, max_bytes=10_000)
+        box.put(b"x" * 100)
+        box.put(b"y" * 50)
+        box.take_nowait(1)
+        assert (box.shared_bytes, box.private_bytes) == (150, 0)
+        box.framed(104)
+        assert (box.shared_bytes, box.private_bytes) == (50, 104)
+        box.wrote(private=104)
+        assert (box.shared_bytes, box.private_bytes, box.pending_bytes) == (50, 0, 50)
+
+    def test_close_keeps_what_the_reader_holds_until_released(self) -> None:
+        """Eviction drops the queue, but a write in progress stays counted until release()."""
+        box = Mailbox(max_items=100, max_bytes=10_000)
+        box.put(b"x" * 100)
+        box.take_nowait(1)
+        box.put(b"y" * 50)
+        box.close(CloseReason.EVICTED, "too slow")
+        assert (box.queued_bytes, box.held_bytes) == (0, 100)
+        box.release()
+        assert box.pending_bytes == 0
 
 
 class TestClose:

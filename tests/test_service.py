@@ -294,10 +294,10 @@ class TestNotFound:
 class FaultyHub(Hub):
     """A real hub with a bug: room "bug" raises an error the service does not expect."""
 
-    def join(self, room_id: str, user_id: str, name: str = "") -> Member:
+    def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member:
         if room_id == "bug":
             raise KeyError("a bug in join")
-        return super().join(room_id, user_id, name)
+        return super().join(room_id, user_id, name, connection)
 
     def publish(self, room_id: str, sender_id: str, text: str) -> Envelope:
         if text == "bug":

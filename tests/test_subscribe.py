@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from hello_protocol import hello_pb2 as pb
-from hello_server import ChatServer
+from hello_protocol import hello_pb2_grpc
+from hello_server import ChatServer, QueueLimits, ServerConfig, run_server
 from tests.support import within
 from tests.support.calls import (
     final_status,
@@ -140,3 +141,30 @@ class TestSubscribeRemoval:
         await send(stub, "lobby", "bob", "hi")
         assert [m.message for m in await read_messages(join, 1)] == ["hi"]
         join.cancel()
+
+
+class TestSubscribeBatchSize:
+    async def test_a_burst_reaches_a_client_with_the_default_receive_limit(self) -> None:
+        """200 x 60 KB sent while a subscriber does not read reach it, in order, by default limits.
+
+        A batch bounded by count only carried the whole backlog (7.6 MB), which a
+        gRPC client with the default 4 MiB receive limit refuses.
+        """
+        text = "z" * (60 * 1024)
+        config = ServerConfig(
+            port=0,
+            queue=QueueLimits(max_messages=1000, max_bytes=64 << 20),
+        )
+        async with (
+            run_server(config) as server,
+            grpc.aio.insecure_channel(server.address) as default_channel,
+            open_stub(server.address) as sender,
+        ):
+            call = await subscribed(hello_pb2_grpc.ChatRoomStub(default_channel), "burst", "bot")
+            # Not reading: flow control holds the first writes, the rest queue up.
+            for _ in range(200):
+                await send(sender, "burst", "alice", text)
+            messages = await receive(call, 200)
+            assert [m.seq for m in messages] == list(range(1, 201))
+            assert all(m.message == text for m in messages)
+            call.cancel()

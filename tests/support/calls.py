@@ -176,5 +176,8 @@ def open_channel(address: str) -> grpc.aio.Channel:
 @contextlib.asynccontextmanager
 async def open_stub(address: str) -> AsyncIterator[Stub]:
     """A stub on its own channel (its own TCP connection), closed on exit."""
-    async with open_channel(address) as chan:
+    # Channels with equal arguments share one connection through gRPC's global
+    # subchannel pool; a local pool gives this one its own.
+    options = (*CLIENT_KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
+    async with grpc.aio.insecure_channel(address, options=options) as chan:
         yield hello_pb2_grpc.ChatRoomStub(chan)
