@@ -9,6 +9,7 @@ pass-through serializer, so no message is serialised once per member.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -157,7 +158,10 @@ class ChatRoomService:
             await context.send_initial_metadata(())  # the join acknowledgement
             await deliver(member.mailbox, context)
         except MailboxClosed as closed:
-            await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
+            # If the client ended the call just as the hub closed the mailbox,
+            # gRPC core refuses the status (InternalError): nobody is left to tell.
+            with contextlib.suppress(grpc.aio.InternalError):
+                await context.abort(_CLOSE_STATUS[closed.reason], closed.detail)
         except grpc.aio.InternalError:
             # A write failed because the call had already ended (the peer went
             # away while flow control held the write): nobody is left to tell.
