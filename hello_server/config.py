@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
+from hello_server.transport import TransportLimits
 from hello_server.validation import InputLimits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -39,6 +40,7 @@ class ServerConfig:
     grace_seconds: float = 5.0
     log_level: str = "info"
     batch_linger_seconds: float = DEFAULT_LINGER_SECONDS
+    transport: TransportLimits = field(default_factory=TransportLimits)
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -19,11 +19,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hello_protocol import hello_pb2
-from hello_protocol.wire import SERVER_KEEPALIVE_OPTIONS, SERVICE_NAME
+from hello_protocol.wire import SERVICE_NAME
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub
 from hello_server.loop_lag import LoopLag
 from hello_server.service import ChatRoomService, encode_message
+from hello_server.transport import ServerTransport
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class ChatServer:
         self._lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
         self._port: int | None = None
+        self.transport: ServerTransport | None = None
 
     @property
     def port(self) -> int:
@@ -59,16 +61,8 @@ class ChatServer:
 
     async def start(self) -> None:
         """Bind and start serving; raise `BindError` if the address is taken."""
-        size = self.config.max_receive_bytes
-        server = grpc.aio.server(
-            options=[
-                # Without this, gRPC shares a port already in use instead of failing.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", -1),
-                *SERVER_KEEPALIVE_OPTIONS,
-            ]
-        )
+        transport = ServerTransport(self.config.transport, self.config.max_receive_bytes)
+        server = grpc.aio.server(options=transport.options)
         service = ChatRoomService(
             self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag
         )
@@ -95,6 +89,8 @@ class ChatServer:
         self._port = port
         await server.start()
         self._server = server
+        transport.watch(server, port)
+        self.transport = transport
         self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
