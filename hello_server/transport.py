@@ -18,7 +18,7 @@ import resource
 from dataclasses import dataclass
 
 import grpc
-import psutil
+import psutil  # type: ignore[import-untyped,unused-ignore]  # no stubs in the dev extras
 
 from hello_protocol.wire import (
     DEFAULT_KEEPALIVE_TIME_SECONDS,
@@ -118,9 +118,11 @@ def server_options(
             "grpc.max_allowed_incoming_connections",
             limits.max_connections if max_connections is None else max_connections,
         ),
-        # Header blocks: soft and hard limits on the decoded metadata of one
-        # request; HEADERS + CONTINUATION over the hard limit end the stream.
-        ("grpc.max_metadata_size", metadata * 4 // 5),
+        # Header blocks: the decoded metadata of one request. Over the limit,
+        # the call ends with RESOURCE_EXHAUSTED naming the limit. gRPC refuses
+        # requests between its soft and hard limits at random; the two are
+        # equal so that the refusal is deterministic.
+        ("grpc.max_metadata_size", metadata),
         ("grpc.absolute_max_metadata_size", metadata),
     ]
 

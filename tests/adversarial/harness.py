@@ -13,11 +13,13 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import multiprocessing
 import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import grpc
@@ -136,17 +138,26 @@ class RssSampler:
 class Bystander:
     """An ordinary client probing the server during an attack (in its own thread)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, fresh_connections: bool = False) -> None:
         self._address = address
+        self._fresh = fresh_connections
         self.results: list[float | None] = []  # seconds, or None for a failure
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
 
     async def _run(self) -> None:
-        async with grpc.aio.insecure_channel(
-            self._address, options=CLIENT_KEEPALIVE_OPTIONS
-        ) as channel:
+        if self._fresh:
+            while not self._stop.is_set():
+                await self._probe_on_channel(1)
+            return
+        await self._probe_on_channel(None)
+
+    async def _probe_on_channel(self, probes: int | None) -> None:
+        """Probe on one channel: ``probes`` times, or until stopped."""
+        # A local subchannel pool: a fresh channel really is a fresh connection.
+        options = [*CLIENT_KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(self._address, options=options) as channel:
             join = channel.unary_stream(
                 JOIN_METHOD,
                 request_serializer=pb.JoinRequest.SerializeToString,
@@ -157,10 +168,12 @@ class Bystander:
                 request_serializer=pb.Message.SerializeToString,
                 response_deserializer=pb.Exit.FromString,
             )
-            await channel.channel_ready()
-            for number in itertools.count():
+            if probes is None:
+                await channel.channel_ready()
+            for _ in itertools.count() if probes is None else range(probes):
                 if self._stop.is_set():
                     return
+                number = len(self.results)
                 start = time.monotonic()
                 try:
                     await asyncio.wait_for(self._probe(join, send, number), PROBE_DEADLINE)
@@ -199,19 +212,29 @@ class Bystander:
 
 
 def run_attack(
-    name: str, server_args: Sequence[str], attack: object, settle: float = 2.0
+    name: str,
+    server_args: Sequence[str],
+    attack: Callable[..., dict[str, object]],
+    *attack_args: object,
+    settle: float = 2.0,
+    fresh_connections: bool = False,
 ) -> Report:
-    """Start a server, a bystander and the RSS sampler, run ``attack(address)``, report.
+    """Start a server, a bystander and the RSS sampler, run the attack, print the figures.
 
-    ``attack`` is a callable taking the address and returning a dict of figures.
+    ``attack(address, *attack_args)`` runs in a child process (its own GIL and,
+    for gRPC clients, its own event loop) and returns a dict of figures.
     """
     report = Report(name)
     with attacked_server(server_args) as server:
         sampler = RssSampler(server.process.pid)
         report.rss_before_mib = sampler.now() / MIB
-        with sampler, Bystander(server.address) as bystander:
+        with (
+            sampler,
+            Bystander(server.address, fresh_connections) as bystander,
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool,
+        ):
             time.sleep(settle)  # unloaded probes first: a baseline in the same figures
-            report.attack = attack(server.address)  # type: ignore[operator]
+            report.attack = pool.submit(attack, server.address, *attack_args).result()
             time.sleep(settle)  # and recovery
         bystander.report_into(report)
         report.rss_peak_mib = sampler.peak / MIB
@@ -246,13 +269,17 @@ def request_headers(address: str, path: str = JOIN_METHOD) -> list[tuple[str, st
 class RawConnection:
     """A TCP connection speaking HTTP/2 frames by hand; a thread discards what the server sends."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, keep: bool = False) -> None:
+        """``keep``: keep what the server sends, for `frames` (tests; attacks discard it)."""
         self.sock = socket.create_connection(host_port(address))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A server that stops reading must not hang the attacker past its bound.
         self.sock.settimeout(SEND_TIMEOUT)
         self.encoder = Encoder()
         self.received = 0
+        self._keep = keep
+        self._data = bytearray()
+        self._arrived = threading.Condition()
         self.closed_by_server = threading.Event()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -268,7 +295,38 @@ class RawConnection:
             if not data:
                 break
             self.received += len(data)
+            if self._keep:
+                with self._arrived:
+                    self._data += data
+                    self._arrived.notify_all()
         self.closed_by_server.set()
+        with self._arrived:
+            self._arrived.notify_all()
+
+    def frames(self) -> list[Frame]:
+        """Every complete frame the server sent so far (``keep=True`` only)."""
+        with self._arrived:
+            data = bytes(self._data)
+        parsed: list[Frame] = []
+        offset = 0
+        while len(data) - offset >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(data[offset : offset + 9]))
+            if len(data) - offset - 9 < length:
+                break
+            frame.parse_body(memoryview(data[offset + 9 : offset + 9 + length]))
+            parsed.append(frame)
+            offset += 9 + length
+        return parsed
+
+    def wait_for_frames(
+        self, predicate: Callable[[list[Frame]], bool], timeout: float
+    ) -> list[Frame]:
+        """Wait until the frames received satisfy ``predicate``; return them either way."""
+        with self._arrived:
+            self._arrived.wait_for(
+                lambda: predicate(self.frames()) or self.closed_by_server.is_set(), timeout
+            )
+        return self.frames()
 
     def start(self) -> None:
         """Client preface, empty SETTINGS, and an ACK of the server's SETTINGS."""

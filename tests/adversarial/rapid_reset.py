@@ -66,7 +66,10 @@ def main() -> None:
     run_attack(
         "rapid reset",
         args.server_arg,
-        lambda address: attack(address, args.streams, args.seconds, args.connections),
+        attack,
+        args.streams,
+        args.seconds,
+        args.connections,
     )
 
 
