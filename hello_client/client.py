@@ -9,6 +9,7 @@ out only after the server acknowledged the join (the response headers).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -144,8 +145,13 @@ class ChatClient(AsyncClosing):
         *,
         max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
         batched: bool = True,
+        channel_options: Sequence[tuple[str, int]] = (),
     ) -> None:
-        """``batched=False`` always uses the original Join RPC (one message per read)."""
+        """``batched=False`` always uses the original Join RPC (one message per read).
+
+        ``channel_options`` are extra gRPC channel arguments, e.g.
+        ``("grpc.use_local_subchannel_pool", 1)`` for a connection of its own.
+        """
         self.target = target
         size = max_text_bytes + ENVELOPE_ALLOWANCE_BYTES
         self._channel = grpc.aio.insecure_channel(
@@ -154,6 +160,7 @@ class ChatClient(AsyncClosing):
                 ("grpc.max_receive_message_length", -1),
                 ("grpc.max_send_message_length", size),
                 *CLIENT_KEEPALIVE_OPTIONS,
+                *channel_options,
             ],
         )
         # Typed multicallables rather than the untyped generated stub.
