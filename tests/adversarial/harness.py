@@ -180,8 +180,12 @@ class Bystander:
                     self.results.append(time.monotonic() - start)
                 except (TimeoutError, grpc.aio.AioRpcError) as error:
                     self.results.append(None)
-                    if len(self.errors) < 5:
-                        self.errors.append(repr(error)[:200])
+                    if len(self.errors) < 3:
+                        self.errors.append(
+                            f"{error.code().name}: {error.details()}"
+                            if isinstance(error, grpc.aio.AioRpcError)
+                            else repr(error)
+                        )
                 await asyncio.sleep(PROBE_GAP)
 
     @staticmethod
@@ -243,7 +247,11 @@ def run_attack(
         for line in report.lines():
             print(line, flush=True)
         for error in bystander.errors:
-            print(f"   bystander error: {error}", flush=True)
+            print(f"   bystander error: {error.splitlines()[0]}", flush=True)
+        warnings = [line for line in server.log if " WARNING " in line or " ERROR " in line]
+        print(f"   server warnings and errors: {len(warnings)}", flush=True)
+        for line in warnings[:3]:
+            print(f"   | {line[:160]}", flush=True)
     return report
 
 
