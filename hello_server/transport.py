@@ -43,8 +43,9 @@ DEFAULT_HANDSHAKE_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_METADATA_BYTES = 16 * 1024
 # Descriptors kept free of connections: the listener, logs, the event loop.
 RESERVED_DESCRIPTORS = 64
-# How often a server at its connection cap says so.
+# How often a server at its connection cap says so, and how often it looks.
 CAP_LOG_INTERVAL_SECONDS = 10.0
+CAP_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,41 +181,55 @@ class ConnectionCapWatch:
     """Logs, at most once per interval, that the connection cap is turning clients away.
 
     gRPC core closes a connection over ``grpc.max_allowed_incoming_connections``
-    right after accepting it and tells the application nothing. So once per
-    interval this counts the process's descriptors (one directory listing),
-    and only when there are at least as many as the cap, which every
-    connection at the cap implies, counts the established connections on the
-    server's port (a scan of the socket table). It logs what it can know
-    honestly: that the cap is reached and new connections are refused, not
-    how many were.
+    right after accepting it and tells the application nothing. So every
+    second this counts the process's descriptors (one directory listing)
+    beyond those it held at start; only when that reaches the cap, which every
+    connection at the cap implies, does it count the established connections
+    on the server's port (a scan of the socket table) to be sure, and logs.
+    It logs what it can know honestly: that the cap is reached, so new
+    connections are being refused, not how many were.
     """
 
-    def __init__(self, cap: int, port: int, interval: float = CAP_LOG_INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        cap: int,
+        port: int,
+        interval: float = CAP_LOG_INTERVAL_SECONDS,
+        check_every: float = CAP_CHECK_SECONDS,
+    ) -> None:
         self.cap = cap
         self.port = port
         self.interval = interval
-        self.reported = 0  # intervals in which the cap was logged
+        self.check_every = check_every
+        self.reported = 0  # how many times the cap was logged
+        self._baseline = open_descriptors()
+        self._last_report = -interval
 
-    def check(self) -> bool:
-        """Log and return True if the server holds ``cap`` connections now."""
-        if open_descriptors() < self.cap:
+    def at_cap(self) -> bool:
+        """True if the server holds ``cap`` connections now."""
+        if open_descriptors() - self._baseline < self.cap:
             return False
-        held = established_connections(self.port)
-        if held < self.cap:
+        return established_connections(self.port) >= self.cap
+
+    def check(self, now: float) -> bool:
+        """Log (once per interval) and return True if the server is at its cap."""
+        if now - self._last_report < self.interval or not self.at_cap():
             return False
+        self._last_report = now
         self.reported += 1
         log.warning(
             "connection cap reached: %d connections held, new ones are refused "
-            "(checked every %.0f s; --max-connections raises the cap)",
-            held,
+            "(logged at most every %.0f s; --max-connections raises the cap)",
+            self.cap,
             self.interval,
         )
         return True
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.interval)
-            self.check()
+            await asyncio.sleep(self.check_every)
+            self.check(loop.time())
 
 
 class ServerTransport:

@@ -143,8 +143,9 @@ class TestConnectionCap:
             assert server.transport is not None
             assert server.transport.cap_watch is not None
             with caplog.at_level(logging.WARNING, logger="hello_server.transport"):
-                assert server.transport.cap_watch.check()
-            assert "connection cap reached: 2 connections held" in caplog.text
+                assert server.transport.cap_watch.check(now=0.0)
+                assert not server.transport.cap_watch.check(now=1.0)  # once per interval
+            assert caplog.text.count("connection cap reached: 2 connections held") == 1
             for call in calls:
                 call.cancel()
 
@@ -153,7 +154,7 @@ class TestConnectionCap:
         assert server.transport.cap_watch is not None
         async with open_stub(server.address) as stub:
             call = await joined(stub, "room", "a")
-            assert not server.transport.cap_watch.check()
+            assert not server.transport.cap_watch.at_cap()
             call.cancel()
 
 
