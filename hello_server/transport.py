@@ -93,13 +93,13 @@ def server_options(
         ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.max_send_message_length", -1),
-        # Dead peers. The server pings every keepalive time; the ping must be
-        # answered within the timeout. gRPC arms that timeout only once the
-        # ping is written, and a peer that stopped reading leaves it queued
-        # behind a full send buffer, where only the general ping timeout
-        # (60 s by default) applies: it is set to the same bound. The same
-        # value becomes the socket's TCP_USER_TIMEOUT, which also ends a
-        # connection whose zero-window probes go unanswered.
+        # Dead peers. The server pings every keepalive time. Measured with
+        # grpcio 1.85: an unanswered keepalive ping ends the connection only
+        # after the general ping timeout, one minute by default (a stopped
+        # client in a quiet room was removed after 80 s), so it is set to the
+        # keepalive timeout. gRPC also makes the keepalive timeout the
+        # socket's TCP_USER_TIMEOUT, which ends a connection whose unread
+        # data or zero-window probes go unanswered that long.
         ("grpc.keepalive_time_ms", round(limits.keepalive_time_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
         ("grpc.http2.ping_timeout_ms", keepalive_timeout_ms),
@@ -110,7 +110,8 @@ def server_options(
         ("grpc.http2.max_ping_strikes", 2),
         # Rapid reset and stream floods: SETTINGS_MAX_CONCURRENT_STREAMS, which
         # gRPC also enforces against streams reset before their handler ran
-        # (max_concurrent_streams_overload_protection, on by default in 1.85).
+        # (max_concurrent_streams_overload_protection, on by default). Without
+        # it a rapid-reset loop cancelled other clients' calls.
         ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
         # Connections: close those that have not sent the HTTP/2 preface and
         # SETTINGS in time, and refuse those over the cap right after accept.
