@@ -1,4 +1,4 @@
-"""Developer sessions: nox -s tests | lint | typecheck | protos | bench."""
+"""Developer sessions: nox -s tests | lint | typecheck | protos | bench | adversarial."""
 
 from __future__ import annotations
 
@@ -61,3 +61,24 @@ def bench(session: nox.Session) -> None:
     """The benchmark: hello-bench with any arguments after --."""
     session.install("-e", ".")
     session.run("hello-bench", *session.posargs)
+
+
+ATTACKS = (
+    "rapid_reset",
+    "join_burst",
+    "idle_connections",
+    "continuation_flood",
+    "dead_peer",
+)
+
+
+@nox.session
+def adversarial(session: nox.Session) -> None:
+    """The transport attacks of tests/adversarial/, each against a fresh server; prints figures.
+
+    About five minutes (dead_peer waits for the default 30 s bound). Name
+    attacks after -- to run only those: nox -s adversarial -- rapid_reset
+    """
+    session.install("-e", ".[test]")
+    for attack in session.posargs or ATTACKS:
+        session.run("python", "-m", f"tests.adversarial.{attack}")

@@ -44,7 +44,12 @@ from hello_client.errors import HelloError
 from hello_client.sender import StreamSender
 
 JOIN_CONCURRENCY = 200  # joins in progress at once while setting up
-CLIENTS_PER_IDLE_POOL = 64  # idle streams share these channels (and one connection)
+# Idle streams share these channels, each on a connection of its own: the
+# server caps the streams of one connection (--max-streams-per-connection,
+# 1,000 by default), and without a local subchannel pool grpc would put every
+# channel on one shared connection. 20,000 streams make 313 per connection.
+CLIENTS_PER_IDLE_POOL = 64
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 PROBE_TIMEOUT = 5.0
 # Between idle probe messages: well past any coalescing linger (hello's is 5 ms),
 # so each probe message finds its stream idle.
@@ -375,7 +380,10 @@ async def _idle(conn: Connection, load: IdleLoad) -> None:
         conn.send(("ready", unloaded))
 
         await _receive(conn, "hold")
-        pool = [ChatClient(address, batched=load.batched) for _ in range(CLIENTS_PER_IDLE_POOL)]
+        pool = [
+            ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
+            for _ in range(CLIENTS_PER_IDLE_POOL)
+        ]
         for client in pool:
             stack.push_async_callback(client.close)
         joins = asyncio.Semaphore(JOIN_CONCURRENCY)

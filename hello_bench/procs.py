@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 # No psutil stubs in the dev extras: `ProcessStats` is the typed surface.
-import psutil  # type: ignore[import-untyped,unused-ignore]
+import psutil
 
 READY = re.compile(r"ready on (?P<address>\S+)")
 STARTUP_TIMEOUT = 30.0

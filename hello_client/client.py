@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
@@ -159,6 +159,7 @@ class ChatClient(AsyncClosing):
         max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
         max_id_chars: int = DEFAULT_MAX_ID_CHARS,
         batched: bool = True,
+        channel_options: Sequence[tuple[str, int]] = (),
     ) -> None:
         """A channel to ``target`` (``host:port``); no connection is made until needed.
 
@@ -166,7 +167,9 @@ class ChatClient(AsyncClosing):
         (its defaults unless told otherwise): input over them is refused
         before it is sent, and received messages may be as large as the
         text limit allows. ``batched=False`` always uses the original Join
-        RPC (one message per read).
+        RPC (one message per read). ``channel_options`` are extra gRPC channel
+        arguments, e.g. ``("grpc.use_local_subchannel_pool", 1)`` for a
+        connection of its own.
         """
         self.target = target
         self.limits = validation.InputLimits(
@@ -184,6 +187,7 @@ class ChatClient(AsyncClosing):
                 ),
                 ("grpc.max_send_message_length", largest_message),
                 *CLIENT_KEEPALIVE_OPTIONS,
+                *channel_options,
             ],
         )
         # Typed multicallables rather than the untyped generated stub.

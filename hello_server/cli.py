@@ -17,7 +17,13 @@ from typing import Annotated
 import typer
 
 from hello_protocol.validation import InputLimits
-from hello_protocol.wire import DEFAULT_MAX_ID_CHARS, DEFAULT_MAX_TEXT_BYTES, DEFAULT_PORT
+from hello_protocol.wire import (
+    DEFAULT_KEEPALIVE_TIME_SECONDS,
+    DEFAULT_KEEPALIVE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_ID_CHARS,
+    DEFAULT_MAX_TEXT_BYTES,
+    DEFAULT_PORT,
+)
 from hello_server.config import (
     DEFAULT_CONNECTION_QUEUE_BYTES,
     DEFAULT_LINGER_SECONDS,
@@ -31,6 +37,13 @@ from hello_server.config import (
 )
 from hello_server.hub import QueueLimits
 from hello_server.server import BindError, ChatServer
+from hello_server.transport import (
+    DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    TransportLimits,
+)
 
 EXIT_OK = 0
 EXIT_FORCED = 1  # a second signal cut the drain short
@@ -135,6 +148,44 @@ def serve(
     log_level: Annotated[
         str, typer.Option(envvar="HELLO_LOG_LEVEL", help=f"One of {', '.join(LOG_LEVELS)}.")
     ] = "info",
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MAX_CONNECTIONS",
+            help="Connections served at once; more are closed at accept.",
+        ),
+    ] = DEFAULT_MAX_CONNECTIONS,
+    max_streams_per_connection: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MAX_STREAMS_PER_CONNECTION",
+            help="Calls open at once on one connection (HTTP/2 MAX_CONCURRENT_STREAMS).",
+        ),
+    ] = DEFAULT_MAX_STREAMS_PER_CONNECTION,
+    handshake_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_HANDSHAKE_TIMEOUT",
+            help="Seconds a new connection has to start HTTP/2 before it is closed.",
+        ),
+    ] = DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
+    keepalive_time: Annotated[
+        float,
+        typer.Option(envvar="HELLO_KEEPALIVE_TIME", help="Seconds between keepalive pings."),
+    ] = DEFAULT_KEEPALIVE_TIME_SECONDS,
+    keepalive_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_KEEPALIVE_TIMEOUT",
+            help="Seconds a ping may go unanswered before the connection is closed.",
+        ),
+    ] = DEFAULT_KEEPALIVE_TIMEOUT_SECONDS,
+    max_metadata_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MAX_METADATA_BYTES", help="Largest header block of one request."
+        ),
+    ] = DEFAULT_MAX_METADATA_BYTES,
     _version: Annotated[
         bool,
         typer.Option(
@@ -152,6 +203,14 @@ def serve(
             memory_budget_bytes=memory_budget,
             connection_queue_bytes=connection_queue_bytes,
             stalled_close_seconds=stalled_close_seconds,
+            transport=TransportLimits(
+                max_connections=max_connections,
+                max_streams_per_connection=max_streams_per_connection,
+                handshake_timeout_seconds=handshake_timeout,
+                keepalive_time_seconds=keepalive_time,
+                keepalive_timeout_seconds=keepalive_timeout,
+                max_metadata_bytes=max_metadata_bytes,
+            ),
             grace_seconds=grace,
             batch_linger_seconds=batch_linger_ms / 1000,
             log_level=log_level.lower(),

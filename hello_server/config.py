@@ -12,6 +12,7 @@ from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import QueueLimits
 from hello_server.memory import MemoryBudget
+from hello_server.transport import TransportLimits
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -65,6 +66,7 @@ class ServerConfig:
     memory_budget_bytes: int | None = None
     connection_queue_bytes: int | None = None
     stalled_close_seconds: float = DEFAULT_STALLED_CLOSE_SECONDS
+    transport: TransportLimits = field(default_factory=TransportLimits)
 
     def __post_init__(self) -> None:
         if not self.host:

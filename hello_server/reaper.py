@@ -27,8 +27,7 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import unquote
 
-# No psutil stubs in the dev extras (as in hello_bench.procs).
-import psutil  # type: ignore[import-untyped,unused-ignore]
+import psutil
 
 from hello_server.mailbox import Mailbox
 

@@ -22,13 +22,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hello_protocol import hello_pb2
-from hello_protocol.wire import SERVER_KEEPALIVE_OPTIONS, SERVICE_NAME
+from hello_protocol.wire import SERVICE_NAME
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub
 from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message
+from hello_server.transport import ServerTransport
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ChatServer:
         self._drain: asyncio.Task[None] | None = None
         self._drain_deadline = math.inf  # event loop time
         self._drain_timer: asyncio.Timeout | None = None
+        self.transport: ServerTransport | None = None  # set once serving
 
     @property
     def port(self) -> int:
@@ -84,16 +86,8 @@ class ChatServer:
             raise RuntimeError("a ChatServer can be started only once")
         self._start_called = True
         _check_bindable(self.config.host, self.config.port)
-        size = self.config.max_receive_bytes
-        server = grpc.aio.server(
-            options=[
-                # Without this, gRPC shares a port already in use instead of failing.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", size),
-                ("grpc.max_send_message_length", -1),
-                *SERVER_KEEPALIVE_OPTIONS,
-            ]
-        )
+        transport = ServerTransport(self.config.transport, self.config.max_receive_bytes)
+        server = grpc.aio.server(options=transport.options)
         try:
             port = self._serve_on(server)
             await server.start()
@@ -104,6 +98,8 @@ class ChatServer:
             raise
         self._port = port
         self._server = server
+        self.transport = transport
+        transport.watch(port)
         self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
         self._malformed_requests.install()
 
@@ -183,6 +179,8 @@ class ChatServer:
                 await server.stop(None)
             finally:
                 self._malformed_requests.uninstall()
+                if self.transport is not None:
+                    await self.transport.stop_watching()
                 if self._lag_task is not None:
                     self._lag_task.cancel()
                     await asyncio.wait((self._lag_task,))
