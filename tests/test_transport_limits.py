@@ -20,7 +20,7 @@ from hyperframe.frame import Frame, HeadersFrame, RstStreamFrame
 from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, ServerConfig
 from hello_server.transport import TransportLimits
-from tests.adversarial.harness import DataFrame, RawConnection, grpc_frame, request_headers
+from tests.adversarial.harness import RawConnection
 from tests.support import TIMEOUT
 from tests.support.calls import joined, open_stub, rpc_error
 
@@ -47,30 +47,22 @@ class TestStreamsPerConnection:
         conn = RawConnection(server.address, keep=True)
         try:
             conn.start()
-            body = grpc_frame(
-                pb.JoinRequest(roomID="capped", user=pb.User(id="u")).SerializeToString()
-            )
-            for stream_id in (1, 3, 5):
-                block = conn.headers_block(request_headers(server.address))
-                conn.send(
-                    HeadersFrame(stream_id, data=block, flags=["END_HEADERS"]),
-                    DataFrame(stream_id, data=body, flags=["END_STREAM"]),
-                )
+            *admitted, over_cap = [conn.open_join("capped", "u") for _ in range(3)]
 
             def answered(frames: list[Frame]) -> bool:
-                return all(stream_frames(frames, sid) for sid in (1, 3, 5))
+                return all(stream_frames(frames, sid) for sid in (*admitted, over_cap))
 
             # In a thread: the server runs on this event loop.
             frames = await asyncio.to_thread(conn.wait_for_frames, answered, TIMEOUT)
         finally:
             conn.close()
-        refused = stream_frames(frames, 5)
+        refused = stream_frames(frames, over_cap)
         assert [type(f) for f in refused] == [RstStreamFrame], refused
         assert isinstance(refused[0], RstStreamFrame)
         assert refused[0].error_code == REFUSED_STREAM
-        for admitted in (1, 3):  # the join acknowledgement, not a refusal
-            assert isinstance(stream_frames(frames, admitted)[0], HeadersFrame)
-            assert not any(isinstance(f, RstStreamFrame) for f in stream_frames(frames, admitted))
+        for stream_id in admitted:  # the join acknowledgement, not a refusal
+            assert isinstance(stream_frames(frames, stream_id)[0], HeadersFrame)
+            assert not any(isinstance(f, RstStreamFrame) for f in stream_frames(frames, stream_id))
 
     async def test_grpc_client_waits_for_a_free_stream(self, server: ChatServer) -> None:
         """A gRPC client queues the call over the cap: it runs once a stream ends."""

@@ -29,7 +29,9 @@ from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
     Frame,
+    GoAwayFrame,
     HeadersFrame,
+    PingFrame,
     RstStreamFrame,
     SettingsFrame,
 )
@@ -45,6 +47,7 @@ MIB = 1024 * 1024
 SEND_TIMEOUT = 2.0  # seconds one raw write may block before the attacker gives up on it
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+FRAME_HEADER = 9  # bytes: length, type, flags, stream id
 
 
 @dataclass
@@ -275,10 +278,16 @@ def request_headers(address: str, path: str = JOIN_METHOD) -> list[tuple[str, st
 
 
 class RawConnection:
-    """A TCP connection speaking HTTP/2 frames by hand; a thread discards what the server sends."""
+    """A TCP connection speaking HTTP/2 frames by hand; a thread reads what the server sends.
 
-    def __init__(self, address: str, keep: bool = False) -> None:
-        """``keep``: keep what the server sends, for `frames` (tests; attacks discard it)."""
+    By default the thread only counts and discards it (an attack's cheapest
+    reader). ``keep`` keeps the frames for `frames` (tests). ``live`` reads them
+    as a live client would: it answers PINGs, notes the streams the server
+    ends (`ended_streams`) and takes a GOAWAY as the connection closing.
+    """
+
+    def __init__(self, address: str, keep: bool = False, live: bool = False) -> None:
+        self.address = address
         self.sock = socket.create_connection(host_port(address))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A server that stops reading must not hang the attacker past its bound.
@@ -286,13 +295,20 @@ class RawConnection:
         self.encoder = Encoder()
         self.received = 0
         self._keep = keep
-        self._data = bytearray()
+        self._live = live
+        self._next_stream = 1
+        self._frames: list[Frame] = []
+        self._ended: list[int] = []
         self._arrived = threading.Condition()
+        # The reader answers PINGs while the owner sends: one frame sequence at a time.
+        self._sending = threading.Lock()
         self.closed_by_server = threading.Event()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
+        parse = self._keep or self._live
+        pending = bytearray()
         while True:
             try:
                 data = self.sock.recv(1 << 16)
@@ -303,28 +319,44 @@ class RawConnection:
             if not data:
                 break
             self.received += len(data)
-            if self._keep:
-                with self._arrived:
-                    self._data += data
-                    self._arrived.notify_all()
+            if parse:
+                pending += data
+                self._take(_complete_frames(pending))
         self.closed_by_server.set()
         with self._arrived:
             self._arrived.notify_all()
 
+    def _take(self, frames: list[Frame]) -> None:
+        if self._live:
+            for frame in frames:
+                self._answer(frame)
+        if self._keep:
+            with self._arrived:
+                self._frames += frames
+                self._arrived.notify_all()
+
+    def _answer(self, frame: Frame) -> None:
+        """What a live client does with a frame the server sent."""
+        if isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+            self.send(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]))
+        elif isinstance(frame, RstStreamFrame) or (
+            isinstance(frame, HeadersFrame) and "END_STREAM" in frame.flags
+        ):
+            with self._arrived:
+                self._ended.append(frame.stream_id)
+        elif isinstance(frame, GoAwayFrame):
+            self.closed_by_server.set()
+
     def frames(self) -> list[Frame]:
         """Every complete frame the server sent so far (``keep=True`` only)."""
         with self._arrived:
-            data = bytes(self._data)
-        parsed: list[Frame] = []
-        offset = 0
-        while len(data) - offset >= 9:
-            frame, length = Frame.parse_frame_header(memoryview(data[offset : offset + 9]))
-            if len(data) - offset - 9 < length:
-                break
-            frame.parse_body(memoryview(data[offset + 9 : offset + 9 + length]))
-            parsed.append(frame)
-            offset += 9 + length
-        return parsed
+            return list(self._frames)
+
+    def ended_streams(self) -> list[int]:
+        """The streams the server ended since the last call (``live=True`` only)."""
+        with self._arrived:
+            ended, self._ended = self._ended, []
+        return ended
 
     def wait_for_frames(
         self, predicate: Callable[[list[Frame]], bool], timeout: float
@@ -332,19 +364,43 @@ class RawConnection:
         """Wait until the frames received satisfy ``predicate``; return them either way."""
         with self._arrived:
             self._arrived.wait_for(
-                lambda: predicate(self.frames()) or self.closed_by_server.is_set(), timeout
+                lambda: predicate(self._frames) or self.closed_by_server.is_set(), timeout
             )
         return self.frames()
 
-    def start(self) -> None:
-        """Client preface, empty SETTINGS, and an ACK of the server's SETTINGS."""
-        self.send(PREFACE, SettingsFrame(0), SettingsFrame(0, flags=["ACK"]))
+    def start(self, initial_window: int | None = None) -> None:
+        """Client preface, SETTINGS, and an ACK of the server's SETTINGS.
+
+        ``initial_window``: SETTINGS_INITIAL_WINDOW_SIZE for every stream's
+        flow-control window (0: the server may send no DATA until a
+        WINDOW_UPDATE); None keeps the HTTP/2 default.
+        """
+        settings = (
+            {} if initial_window is None else {SettingsFrame.INITIAL_WINDOW_SIZE: initial_window}
+        )
+        self.send(PREFACE, SettingsFrame(0, settings=settings), SettingsFrame(0, flags=["ACK"]))
+
+    def open_join(self, room: str, user: str) -> int:
+        """A Join request on the next stream, its request ended; the stream's id."""
+        stream_id = self._next_stream
+        self._next_stream += 2
+        body = grpc_frame(pb.JoinRequest(roomID=room, user=pb.User(id=user)).SerializeToString())
+        self.send(
+            HeadersFrame(
+                stream_id,
+                data=self.headers_block(request_headers(self.address)),
+                flags=["END_HEADERS"],
+            ),
+            DataFrame(stream_id, data=body, flags=["END_STREAM"]),
+        )
+        return stream_id
 
     def send(self, *frames: bytes | Frame) -> bool:
         """Write frames; False once the server has closed the connection."""
         data = b"".join(f if isinstance(f, bytes) else f.serialize() for f in frames)
         try:
-            self.sock.sendall(data)
+            with self._sending:
+                self.sock.sendall(data)
         except OSError:
             return False
         return True
@@ -356,6 +412,24 @@ class RawConnection:
         with contextlib.suppress(OSError):
             self.sock.close()
         self._reader.join(2)
+
+
+def _complete_frames(pending: bytearray) -> list[Frame]:
+    """Parse and remove the complete frames at the start of ``pending``."""
+    frames: list[Frame] = []
+    offset = 0
+    while len(pending) - offset >= FRAME_HEADER:
+        frame, length = Frame.parse_frame_header(
+            memoryview(pending[offset : offset + FRAME_HEADER])
+        )
+        end = offset + FRAME_HEADER + length
+        if len(pending) < end:
+            break
+        frame.parse_body(memoryview(pending[offset + FRAME_HEADER : end]))
+        frames.append(frame)
+        offset = end
+    del pending[:offset]
+    return frames
 
 
 __all__ = [
