@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahello_protocol/hello.proto\x12\x05hello\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"r\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06roomID\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"8\n\x0bJoinRequest\x12\x0e\n\x06roomID\x18\x01 \x01(\t\x12\x19\n\x04user\x18\x02 \x01(\x0b\x32\x0b.hello.User\"C\n\x04\x45xit\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\"0\n\x0cMessageBatch\x12 \n\x08messages\x18\x01 \x03(\x0b\x32\x0e.hello.Message2\xd3\x01\n\x08\x43hatRoom\x12.\n\x04Join\x12\x12.hello.JoinRequest\x1a\x0e.hello.Message\"\x00\x30\x01\x12,\n\x0bSendMessage\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00\x12\x38\n\tSubscribe\x12\x12.hello.JoinRequest\x1a\x13.hello.MessageBatch\"\x00\x30\x01\x12/\n\nSendStream\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ahello_protocol/hello.proto\x12\x05hello\x1a\x1fgoogle/protobuf/timestamp.proto\" \n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x80\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06roomID\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03seq\x18\x05 \x01(\x04\x12\x0c\n\x04name\x18\x06 \x01(\t\"}\n\x0bJoinRequest\x12\x0e\n\x06roomID\x18\x01 \x01(\t\x12\x19\n\x04user\x18\x02 \x01(\x0b\x32\x0b.hello.User\x12\x11\n\tsince_seq\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x0f\n\x07history\x18\x05 \x01(\r\x12\x10\n\x08presence\x18\x06 \x01(\x08\"C\n\x04\x45xit\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0b\n\x03seq\x18\x03 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x04 \x01(\r\"X\n\x0cMessageBatch\x12 \n\x08messages\x18\x01 \x03(\x0b\x32\x0e.hello.Message\x12&\n\x08presence\x18\x02 \x03(\x0b\x32\x14.hello.PresenceEvent\"\xaf\x01\n\rPresenceEvent\x12\x19\n\x04user\x18\x01 \x01(\x0b\x32\x0b.hello.User\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.hello.PresenceEvent.Kind\x12&\n\x02\x61t\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\n\n\x06JOINED\x10\x01\x12\x08\n\x04LEFT\x10\x02\"\x1d\n\x0bRoomRequest\x12\x0e\n\x06roomID\x18\x01 \x01(\t\"`\n\x06Member\x12\x19\n\x04user\x18\x01 \x01(\x0b\x32\x0b.hello.User\x12\x10\n\x08sessions\x18\x02 \x01(\r\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\",\n\nMemberList\x12\x1e\n\x07members\x18\x01 \x03(\x0b\x32\r.hello.Member2\x87\x02\n\x08\x43hatRoom\x12.\n\x04Join\x12\x12.hello.JoinRequest\x1a\x0e.hello.Message\"\x00\x30\x01\x12,\n\x0bSendMessage\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00\x12\x38\n\tSubscribe\x12\x12.hello.JoinRequest\x1a\x13.hello.MessageBatch\"\x00\x30\x01\x12/\n\nSendStream\x12\x0e.hello.Message\x1a\x0b.hello.Exit\"\x00(\x01\x30\x01\x12\x32\n\x07Members\x12\x12.hello.RoomRequest\x1a\x11.hello.MemberList\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USER']._serialized_start=70
   _globals['_USER']._serialized_end=102
-  _globals['_MESSAGE']._serialized_start=104
-  _globals['_MESSAGE']._serialized_end=218
-  _globals['_JOINREQUEST']._serialized_start=220
-  _globals['_JOINREQUEST']._serialized_end=276
-  _globals['_EXIT']._serialized_start=278
-  _globals['_EXIT']._serialized_end=345
-  _globals['_MESSAGEBATCH']._serialized_start=347
-  _globals['_MESSAGEBATCH']._serialized_end=395
-  _globals['_CHATROOM']._serialized_start=398
-  _globals['_CHATROOM']._serialized_end=609
+  _globals['_MESSAGE']._serialized_start=105
+  _globals['_MESSAGE']._serialized_end=233
+  _globals['_JOINREQUEST']._serialized_start=235
+  _globals['_JOINREQUEST']._serialized_end=360
+  _globals['_EXIT']._serialized_start=362
+  _globals['_EXIT']._serialized_end=429
+  _globals['_MESSAGEBATCH']._serialized_start=431
+  _globals['_MESSAGEBATCH']._serialized_end=519
+  _globals['_PRESENCEEVENT']._serialized_start=522
+  _globals['_PRESENCEEVENT']._serialized_end=697
+  _globals['_PRESENCEEVENT_KIND']._serialized_start=647
+  _globals['_PRESENCEEVENT_KIND']._serialized_end=697
+  _globals['_ROOMREQUEST']._serialized_start=699
+  _globals['_ROOMREQUEST']._serialized_end=728
+  _globals['_MEMBER']._serialized_start=730
+  _globals['_MEMBER']._serialized_end=826
+  _globals['_MEMBERLIST']._serialized_start=828
+  _globals['_MEMBERLIST']._serialized_end=872
+  _globals['_CHATROOM']._serialized_start=875
+  _globals['_CHATROOM']._serialized_end=1138
 # @@protoc_insertion_point(module_scope)

@@ -54,6 +54,11 @@ class ChatRoomStub:
                 request_serializer=hello__protocol_dot_hello__pb2.Message.SerializeToString,
                 response_deserializer=hello__protocol_dot_hello__pb2.Exit.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/hello.ChatRoom/Members',
+                request_serializer=hello__protocol_dot_hello__pb2.RoomRequest.SerializeToString,
+                response_deserializer=hello__protocol_dot_hello__pb2.MemberList.FromString,
+                _registered_method=True)
 
 
 class ChatRoomServicer:
@@ -96,6 +101,15 @@ class ChatRoomServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Added after the original schema.
+        The users in a room, one entry per user however many sessions it has;
+        NOT_FOUND for a room that does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatRoomServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +132,11 @@ def add_ChatRoomServicer_to_server(servicer, server):
                     servicer.SendStream,
                     request_deserializer=hello__protocol_dot_hello__pb2.Message.FromString,
                     response_serializer=hello__protocol_dot_hello__pb2.Exit.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=hello__protocol_dot_hello__pb2.RoomRequest.FromString,
+                    response_serializer=hello__protocol_dot_hello__pb2.MemberList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +247,33 @@ class ChatRoom:
             '/hello.ChatRoom/SendStream',
             hello__protocol_dot_hello__pb2.Message.SerializeToString,
             hello__protocol_dot_hello__pb2.Exit.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hello.ChatRoom/Members',
+            hello__protocol_dot_hello__pb2.RoomRequest.SerializeToString,
+            hello__protocol_dot_hello__pb2.MemberList.FromString,
             options,
             channel_credentials,
             insecure,

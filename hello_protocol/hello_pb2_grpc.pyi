@@ -56,6 +56,11 @@ class ChatRoomStub:
     seq, or failure with a status code and reason; a refused message does not
     end the stream.
     """
+    Members: _grpc.UnaryUnaryMultiCallable[_hello_pb2.RoomRequest, _hello_pb2.MemberList]
+    """Added after the original schema.
+    The users in a room, one entry per user however many sessions it has;
+    NOT_FOUND for a room that does not exist.
+    """
 
 @_typing.type_check_only
 class ChatRoomAsyncStub(ChatRoomStub):
@@ -79,6 +84,11 @@ class ChatRoomAsyncStub(ChatRoomStub):
     messages. Every message gets exactly one Exit, in order: success with its
     seq, or failure with a status code and reason; a refused message does not
     end the stream.
+    """
+    Members: _aio.UnaryUnaryMultiCallable[_hello_pb2.RoomRequest, _hello_pb2.MemberList]  # type: ignore[assignment]
+    """Added after the original schema.
+    The users in a room, one entry per user however many sessions it has;
+    NOT_FOUND for a room that does not exist.
     """
 
 class ChatRoomServicer(metaclass=_abc_1.ABCMeta):
@@ -124,6 +134,17 @@ class ChatRoomServicer(metaclass=_abc_1.ABCMeta):
         messages. Every message gets exactly one Exit, in order: success with its
         seq, or failure with a status code and reason; a refused message does not
         end the stream.
+        """
+
+    @_abc_1.abstractmethod
+    def Members(
+        self,
+        request: _hello_pb2.RoomRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hello_pb2.MemberList, _abc.Awaitable[_hello_pb2.MemberList]]:
+        """Added after the original schema.
+        The users in a room, one entry per user however many sessions it has;
+        NOT_FOUND for a room that does not exist.
         """
 
 def add_ChatRoomServicer_to_server(servicer: ChatRoomServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
