@@ -6,9 +6,14 @@ client pings every 10 s, and clients ping every 20 s, so the two never trip
 gRPC's "too_many_pings" GOAWAY.
 
 Batch framing: a ``MessageBatch`` on the wire is the concatenation of
-``field 1, length-delimited`` records, one per ``Message``. Framing the bytes
-that were already serialised for ``Join`` gives the exact encoding of a
-``MessageBatch`` without decoding or re-encoding anything.
+``field 1, length-delimited`` records, one per ``Message``, and ``field 2``
+records, one per ``PresenceEvent`` (marked as a `PresenceRecord`). Framing
+the bytes that were already serialised for ``Join`` gives the exact encoding
+of a ``MessageBatch`` without decoding or re-encoding anything.
+
+Join acknowledgement headers (initial metadata of Join and Subscribe), see
+../shared/protocol.md "Planned additions": `EPOCH_HEADER`, `SEQ_HEADER`, and
+`RECOVERED_HEADER` when the join asked to resume.
 """
 
 from __future__ import annotations
@@ -20,6 +25,11 @@ JOIN_METHOD = f"/{SERVICE_NAME}/Join"
 SEND_METHOD = f"/{SERVICE_NAME}/SendMessage"
 SUBSCRIBE_METHOD = f"/{SERVICE_NAME}/Subscribe"
 SEND_STREAM_METHOD = f"/{SERVICE_NAME}/SendStream"
+MEMBERS_METHOD = f"/{SERVICE_NAME}/Members"
+
+EPOCH_HEADER = "hello-epoch"
+SEQ_HEADER = "hello-seq"
+RECOVERED_HEADER = "hello-recovered"
 
 DEFAULT_PORT = 8080
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
@@ -49,6 +59,13 @@ CLIENT_KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 _BATCH_FIELD_TAG = b"\x0a"  # field 1, wire type 2 (length-delimited)
+_PRESENCE_FIELD_TAG = b"\x12"  # field 2, wire type 2
+
+
+class PresenceRecord(bytes):
+    """A serialised ``PresenceEvent``: framed as ``MessageBatch`` field 2, not 1."""
+
+    __slots__ = ()
 
 
 def _varint(value: int) -> bytes:
@@ -61,10 +78,14 @@ def _varint(value: int) -> bytes:
 
 
 def frame_batch(messages: Iterable[bytes]) -> bytes:
-    """Encode serialised ``Message`` bytes as one serialised ``MessageBatch``."""
+    """Encode serialised ``Message`` bytes (and `PresenceRecord`s) as one ``MessageBatch``.
+
+    A batch's presence events and messages are two lists on the wire: their
+    order relative to each other within one batch is not kept.
+    """
     parts: list[bytes] = []
     for body in messages:
-        parts.append(_BATCH_FIELD_TAG)
+        parts.append(_PRESENCE_FIELD_TAG if type(body) is PresenceRecord else _BATCH_FIELD_TAG)
         parts.append(_varint(len(body)))
         parts.append(body)
     return b"".join(parts)

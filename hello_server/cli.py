@@ -26,16 +26,19 @@ from hello_protocol.wire import (
 )
 from hello_server.config import (
     DEFAULT_CONNECTION_QUEUE_BYTES,
+    DEFAULT_HISTORY_BYTES,
+    DEFAULT_HISTORY_MESSAGES,
     DEFAULT_LINGER_SECONDS,
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
+    DEFAULT_ROOM_TTL_SECONDS,
     DEFAULT_STALLED_CLOSE_SECONDS,
     LOG_LEVELS,
     ConfigError,
     ServerConfig,
 )
-from hello_server.hub import QueueLimits
+from hello_server.hub import HistoryLimits, QueueLimits
 from hello_server.server import BindError, ChatServer
 from hello_server.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
@@ -127,6 +130,26 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    history_size: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_HISTORY_SIZE",
+            help="Latest messages each room keeps for replay and resume (0: none).",
+        ),
+    ] = DEFAULT_HISTORY_MESSAGES,
+    history_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_HISTORY_BYTES", help="Bytes of messages each room keeps at most."
+        ),
+    ] = DEFAULT_HISTORY_BYTES,
+    room_ttl: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_ROOM_TTL",
+            help="Seconds an empty room keeps its history for members coming back (0: none).",
+        ),
+    ] = DEFAULT_ROOM_TTL_SECONDS,
     stalled_close_seconds: Annotated[
         float,
         typer.Option(
@@ -203,6 +226,8 @@ def serve(
             memory_budget_bytes=memory_budget,
             connection_queue_bytes=connection_queue_bytes,
             stalled_close_seconds=stalled_close_seconds,
+            history=HistoryLimits(max_messages=history_size, max_bytes=history_bytes),
+            room_ttl_seconds=room_ttl,
             transport=TransportLimits(
                 max_connections=max_connections,
                 max_streams_per_connection=max_streams_per_connection,

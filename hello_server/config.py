@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
-from hello_server.hub import QueueLimits
+from hello_server.hub import HistoryLimits, QueueLimits
 from hello_server.memory import MemoryBudget
 from hello_server.transport import TransportLimits
 
@@ -45,6 +45,19 @@ DEFAULT_CONNECTION_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_STALLED_CLOSE_SECONDS = 5.0
 
 
+# A room keeps its latest DEFAULT_HISTORY_MESSAGES messages for replay and
+# resume, and at most DEFAULT_HISTORY_BYTES of them: a room of typical chat
+# lines (~200 bytes) keeps all 500 (~100 KiB); a room of 64 KiB messages keeps
+# the latest 15, so that it pins no more than one full member queue. The same
+# bytes objects the members got: no copies.
+DEFAULT_HISTORY_MESSAGES = 500
+DEFAULT_HISTORY_BYTES = 1024 * 1024
+# How long a room whose last member left keeps its epoch, seq and history:
+# by default it ends with its last member, as it always did.
+DEFAULT_ROOM_TTL_SECONDS = 0.0
+MAX_ROOM_TTL_SECONDS = 7 * 24 * 3600
+
+
 class ConfigError(ValueError):
     """A setting is out of range; the text names the setting."""
 
@@ -67,6 +80,10 @@ class ServerConfig:
     connection_queue_bytes: int | None = None
     stalled_close_seconds: float = DEFAULT_STALLED_CLOSE_SECONDS
     transport: TransportLimits = field(default_factory=TransportLimits)
+    history: HistoryLimits = field(
+        default_factory=lambda: HistoryLimits(DEFAULT_HISTORY_MESSAGES, DEFAULT_HISTORY_BYTES)
+    )
+    room_ttl_seconds: float = DEFAULT_ROOM_TTL_SECONDS
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -94,6 +111,12 @@ class ServerConfig:
                 f"memory budget ({memory.total_bytes}) must be at least the "
                 f"connection queue budget ({memory.connection_bytes} bytes)"
             )
+        if self.history.max_messages < 0:
+            raise ConfigError("history size must not be negative (0 keeps no history)")
+        if self.history.max_bytes < 0:
+            raise ConfigError("history byte bound must not be negative")
+        if not 0 <= self.room_ttl_seconds <= MAX_ROOM_TTL_SECONDS:
+            raise ConfigError(f"room TTL must be between 0 and {MAX_ROOM_TTL_SECONDS} s")
         if not 0 < self.stalled_close_seconds <= 3600:
             raise ConfigError("stalled close delay must be more than 0 and at most 3600 s")
         if not 0 <= self.batch_linger_seconds <= 1:

@@ -6,6 +6,19 @@ by the injected `Encoder`, and puts that same bytes object into every
 member's `Mailbox` without awaiting. Everything in `publish` runs without a
 suspension point, so every member sees one order per room.
 
+History: each room keeps its latest payloads (the same bytes objects the
+members got, bounded by `HistoryLimits`) under a random epoch, so that a
+joiner can ask for the latest ones (``history``) or for everything after a
+seq it saw (resume: ``since_seq`` + ``epoch``). `join` queues that replay in
+the new member's mailbox before it returns, without awaiting, so the replay
+ends exactly where live delivery starts. With a room TTL, a room whose last
+member left keeps its epoch, seq and history for that long (one timer per
+empty room), then is freed.
+
+Presence: the hub counts each user's sessions per room and, when a user's
+first session joins or its last leaves, queues a presence record for the
+members that asked for them (Subscribe streams only).
+
 Memory: each member's mailbox is bounded, and with a `MemoryBudget` so are
 the bytes all members pin together and those of one connection (counted as
 `hello_server.memory` explains). Past a budget the member pinning the most
@@ -20,13 +33,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from hello_server.mailbox import CloseReason, Ledger, Mailbox
+from hello_server.mailbox import CloseReason, Ledger, Mailbox, ReplayMailbox
 from hello_server.memory import MemoryBudget, Usage, measure
 
 log = logging.getLogger(__name__)
@@ -41,9 +56,58 @@ class Envelope:
     text: str
     seq: int
     timestamp_ns: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """A user's first session joined a room (``joined``), or its last one left."""
+
+    room_id: str
+    user_id: str
+    name: str
+    joined: bool
+    timestamp_ns: int
 
 
 Encoder = Callable[[Envelope], bytes]
+PresenceEncoder = Callable[[PresenceChange], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    """How many of its latest messages a room keeps for replay, by count and bytes."""
+
+    max_messages: int = 500
+    max_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Catchup:
+    """What a joiner asks to be replayed before live messages.
+
+    A resume (``since_seq`` and/or ``epoch`` given) asks for every message
+    after ``since_seq`` in ``epoch`` and takes precedence over ``history``,
+    which asks for up to that many of the latest messages.
+    """
+
+    history: int = 0
+    since_seq: int = 0
+    epoch: str = ""
+
+    @property
+    def resume(self) -> bool:
+        return self.since_seq > 0 or bool(self.epoch)
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """A registered member and what its join acknowledgement tells the client."""
+
+    member: Member
+    epoch: str
+    seq: int  # the room's last seq at registration: the replay ends with it
+    recovered: bool | None  # None unless a resume was asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +162,52 @@ class Member:
         return f"Member({self.member_id}, room={self.room_id!r}, user={self.user_id!r})"
 
 
+class _Presence:
+    """One user's sessions in one room."""
+
+    __slots__ = ("name", "sessions", "since_ns")
+
+    def __init__(self, name: str, since_ns: int) -> None:
+        self.name = name
+        self.sessions = 0
+        self.since_ns = since_ns
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A user in a room, as the Members RPC lists it."""
+
+    user_id: str
+    name: str
+    sessions: int
+    since_ns: int
+
+
 class _Room:
-    __slots__ = ("last_seq", "members", "room_id")
+    __slots__ = (
+        "epoch",
+        "expiry",
+        "history",
+        "history_bytes",
+        "last_seq",
+        "members",
+        "room_id",
+        "users",
+        "watchers",
+    )
 
     def __init__(self, room_id: str) -> None:
         self.room_id = room_id
         self.members: dict[int, Member] = {}
         self.last_seq = 0
+        # A fresh history, so a fresh epoch: seqs of another epoch mean nothing here.
+        self.epoch = secrets.token_hex(8)
+        # The latest payloads, oldest first; the last one has seq ``last_seq``.
+        self.history: deque[bytes] = deque()
+        self.history_bytes = 0
+        self.users: dict[str, _Presence] = {}
+        self.watchers: dict[int, Member] = {}  # members that asked for presence events
+        self.expiry: asyncio.TimerHandle | None = None
 
 
 class RoomHub(Protocol):
@@ -112,9 +215,21 @@ class RoomHub(Protocol):
 
     def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member: ...
 
+    def enter(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        catchup: Catchup | None = None,
+        presence: bool = False,
+    ) -> Joined: ...
+
     def leave(self, member: Member) -> None: ...
 
-    def publish(self, room_id: str, sender_id: str, text: str) -> Envelope: ...
+    def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope: ...
+
+    def presence(self, room_id: str) -> list[Presence]: ...
 
     def close(self) -> None: ...
 
@@ -128,9 +243,16 @@ class Hub:
         limits: QueueLimits,
         budget: MemoryBudget | None = None,
         on_evict: Callable[[Member], None] | None = None,
+        *,
+        history: HistoryLimits | None = None,
+        room_ttl: float = 0.0,
+        encode_presence: PresenceEncoder | None = None,
     ) -> None:
         self._encode = encode
+        self._encode_presence = encode_presence
         self._limits = limits
+        self._history = history or HistoryLimits()
+        self._room_ttl = room_ttl
         self._budget = budget
         self._on_evict = on_evict
         self._rooms: dict[str, _Room] = {}
@@ -150,18 +272,74 @@ class Hub:
 
     def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member:
         """Add a member to ``room_id``, creating the room if it does not exist."""
+        return self.enter(room_id, user_id, name, connection).member
+
+    def enter(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        catchup: Catchup | None = None,
+        presence: bool = False,
+    ) -> Joined:
+        """Add a member, queue its replay, and say what its acknowledgement carries.
+
+        Runs without a suspension point: the replay ends with the room's
+        last seq, and every later message is queued live, so the member
+        gets each message exactly once, in order. The replay is queued on
+        top of the mailbox bounds (see `ReplayMailbox`): a member is never
+        evicted for the replay it asked for, only for falling behind after it.
+        """
         if self._closed:
             raise HubClosed
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        mailbox = Mailbox(self._limits.max_messages, self._limits.max_bytes, self._ledger)
+        elif room.expiry is not None:  # a retained room gets a member again
+            room.expiry.cancel()
+            room.expiry = None
+        replay, recovered = self._replay(room, catchup)
+        limits = self._limits
+        mailbox: Mailbox
+        if replay:
+            mailbox = ReplayMailbox(limits.max_messages, limits.max_bytes, self._ledger)
+            mailbox.preload(replay)
+        else:
+            mailbox = Mailbox(limits.max_messages, limits.max_bytes, self._ledger)
         member = Member(next(self._ids), room_id, user_id, name, mailbox, connection)
         room.members[member.member_id] = member
         self._member_count += 1
+        present = room.users.get(user_id)
+        if present is None:
+            present = room.users[user_id] = _Presence(name, time.time_ns())
+            # Announced with the member registered, so that evicting a watcher
+            # cannot empty (and drop) the room, and before it watches: a
+            # member is not told of its own arrival.
+            self._announce(room, PresenceChange(room_id, user_id, name, True, present.since_ns))
+        present.sessions += 1
+        if presence:
+            room.watchers[member.member_id] = member
         log.debug("%s joined room %r (%d members)", user_id, room_id, len(room.members))
         self._notify()
-        return member
+        return Joined(member, room.epoch, room.last_seq, recovered)
+
+    @staticmethod
+    def _replay(room: _Room, catchup: Catchup | None) -> tuple[list[bytes], bool | None]:
+        """The payloads to queue before live ones, and whether a resume recovered."""
+        if catchup is None:
+            return [], None
+        history = room.history
+        if catchup.resume:
+            missed = room.last_seq - catchup.since_seq
+            if catchup.epoch != room.epoch or not 0 <= missed <= len(history):
+                return [], False
+            start = len(history) - missed
+            return list(itertools.islice(history, start, None)), True
+        wanted = min(catchup.history, len(history))
+        if not wanted:
+            return [], None
+        return list(itertools.islice(history, len(history) - wanted, None)), None
 
     def leave(self, member: Member) -> None:
         """Remove ``member``, whose stream ended; the room goes with its last member.
@@ -177,29 +355,52 @@ class Hub:
         room = self._rooms.get(member.room_id)
         if room is None or room.members.pop(member.member_id, None) is None:
             return
+        room.watchers.pop(member.member_id, None)
         self._member_count -= 1
         log.debug("%s left room %r (%d members)", member.user_id, member.room_id, len(room.members))
-        if not room.members:
-            del self._rooms[member.room_id]
-            log.debug("room %r deleted", member.room_id)
+        present = room.users.get(member.user_id)
+        if present is not None:
+            present.sessions -= 1
+            if present.sessions <= 0:
+                del room.users[member.user_id]
+                change = PresenceChange(
+                    room.room_id, member.user_id, present.name, False, time.time_ns()
+                )
+                self._announce(room, change)
+        # Evictions while announcing may have emptied, kept or dropped the room already.
+        if not room.members and room.expiry is None and self._rooms.get(room.room_id) is room:
+            if self._room_ttl > 0 and not self._closed:
+                loop = asyncio.get_running_loop()
+                room.expiry = loop.call_later(self._room_ttl, self._expire, room)
+                log.debug("room %r empty; kept for %g s", member.room_id, self._room_ttl)
+            else:
+                self._drop(room)
         self._notify()
 
-    # -- messages -------------------------------------------------------------
+    def _expire(self, room: _Room) -> None:
+        """A retained room's TTL ran out with nobody back: free it."""
+        room.expiry = None
+        if self._rooms.get(room.room_id) is room and not room.members:
+            self._drop(room)
+            self._notify()
 
-    def publish(self, room_id: str, sender_id: str, text: str) -> Envelope:
-        """Number, time and queue a message for every member of ``room_id``.
+    def _drop(self, room: _Room) -> None:
+        if room.expiry is not None:
+            room.expiry.cancel()
+            room.expiry = None
+        del self._rooms[room.room_id]
+        log.debug("room %r deleted", room.room_id)
 
-        Never waits for a member: one whose mailbox is full is evicted.
-        """
-        if self._closed:
-            raise HubClosed
-        room = self._rooms.get(room_id)
-        if room is None:
-            raise RoomNotFound(room_id)
-        room.last_seq += 1
-        envelope = Envelope(room_id, sender_id, text, room.last_seq, time.time_ns())
-        payload = self._encode(envelope)
-        overflowed = [m for m in room.members.values() if not m.mailbox.put(payload)]
+    def _announce(self, room: _Room, change: PresenceChange) -> None:
+        """Queue a presence record for the room's watchers; live only, at most once."""
+        if not room.watchers or self._encode_presence is None or self._closed:
+            return
+        record = self._encode_presence(change)
+        self._deliver(record, list(room.watchers.values()))
+
+    def _deliver(self, payload: bytes, members: Iterable[Member]) -> None:
+        """Queue ``payload`` for ``members``; evict those it does not fit."""
+        overflowed = [m for m in members if not m.mailbox.put(payload)]
         for member in overflowed:
             limits = self._limits
             self._evict(
@@ -212,7 +413,37 @@ class Hub:
         ledger.growth += len(payload)
         if ledger.growth > self._headroom:
             self._check_memory()
+
+    # -- messages -------------------------------------------------------------
+
+    def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope:
+        """Number, time, remember and queue a message for every member of ``room_id``.
+
+        Never waits for a member: one whose mailbox is full is evicted. A
+        room kept after its last member left (room TTL) takes no messages.
+        """
+        if self._closed:
+            raise HubClosed
+        room = self._rooms.get(room_id)
+        if room is None or not room.members:
+            raise RoomNotFound(room_id)
+        room.last_seq += 1
+        envelope = Envelope(room_id, sender_id, text, room.last_seq, time.time_ns(), name)
+        payload = self._encode(envelope)
+        self._remember(room, payload)
+        self._deliver(payload, room.members.values())
         return envelope
+
+    def _remember(self, room: _Room, payload: bytes) -> None:
+        """Keep ``payload`` in the room's history, dropping the oldest past a bound."""
+        limits = self._history
+        if limits.max_messages <= 0:
+            return
+        history = room.history
+        history.append(payload)
+        room.history_bytes += len(payload)
+        while len(history) > limits.max_messages or room.history_bytes > limits.max_bytes:
+            room.history_bytes -= len(history.popleft())
 
     def _evict(self, member: Member, detail: str) -> None:
         member.mailbox.close(CloseReason.EVICTED, detail)
@@ -275,8 +506,8 @@ class Hub:
         return worst
 
     def memory_usage(self) -> Usage:
-        """Measure the distinct bytes all members pin, in all and per connection."""
-        rooms = (room.members.values() for room in self._rooms.values())
+        """Measure the distinct bytes rooms and members pin, in all and per connection."""
+        rooms = ((room.members.values(), room.history_bytes) for room in self._rooms.values())
         return measure(rooms, self._evicted.values())
 
     # -- lifecycle ------------------------------------------------------------
@@ -285,6 +516,8 @@ class Hub:
         """Refuse new joins and messages, and end every member's stream."""
         self._closed = True
         for room in list(self._rooms.values()):
+            if not room.members:
+                self._drop(room)  # retained, and nobody will come back to it
             for member in list(room.members.values()):
                 member.mailbox.close(CloseReason.SHUTDOWN, "server shutting down")
 
@@ -305,6 +538,18 @@ class Hub:
 
     def has_room(self, room_id: str) -> bool:
         return room_id in self._rooms
+
+    def presence(self, room_id: str) -> list[Presence]:
+        """The users in ``room_id``, in the order they arrived; `RoomNotFound` if it has none."""
+        room = self._rooms.get(room_id)
+        if room is None or not room.members:
+            raise RoomNotFound(room_id)
+        return [Presence(u, p.name, p.sessions, p.since_ns) for u, p in room.users.items()]
+
+    def epoch(self, room_id: str) -> str | None:
+        """The room's current epoch, or None if the hub holds no such room."""
+        room = self._rooms.get(room_id)
+        return None if room is None else room.epoch
 
     def members(self, room_id: str) -> Iterator[Member]:
         room = self._rooms.get(room_id)

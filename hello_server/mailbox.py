@@ -219,3 +219,40 @@ class Mailbox:
         """The reader is gone: nothing it took is held any more."""
         self._pending = self._bytes
         self._held_private = 0
+
+
+class ReplayMailbox(Mailbox):
+    """A mailbox that starts with a replay queued on top of its bounds.
+
+    A joiner that asks for history gets it whole (up to the room's history
+    bounds, which may exceed a member's queue bounds) without being evicted
+    for it: the bounds are raised by the replay and lowered again as the
+    reader takes the replayed messages, so live messages always get the
+    member's full bounds. Only members that asked for a replay pay for the
+    extra slot.
+    """
+
+    __slots__ = ("_replay_left",)
+
+    def __init__(self, max_items: int, max_bytes: int, ledger: Ledger | None = None) -> None:
+        super().__init__(max_items, max_bytes, ledger)
+        self._replay_left = 0
+
+    def preload(self, payloads: list[bytes]) -> None:
+        """Queue ``payloads`` (oldest first) before anything else, beyond the bounds."""
+        size = sum(map(len, payloads))
+        self._items.extend(payloads)
+        self._bytes += size
+        self._pending += size
+        self._max_items += len(payloads)
+        self._max_bytes += size
+        self._replay_left += len(payloads)
+
+    def take_nowait(self, limit: int, byte_limit: int | None = None) -> list[bytes]:
+        batch = super().take_nowait(limit, byte_limit)
+        if self._replay_left:
+            replayed = min(len(batch), self._replay_left)
+            self._replay_left -= replayed
+            self._max_items -= replayed
+            self._max_bytes -= sum(map(len, batch[:replayed]))
+        return batch

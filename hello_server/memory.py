@@ -7,6 +7,16 @@ room's stream: the distinct bytes a room pins are its largest member's share,
 not the sum. Copies made for one member alone (a framed Subscribe batch) add
 up per member. Evicted members still stuck in a write count in full.
 
+A room also pins its history (`hello_server.hub.HistoryLimits`): the same
+payload objects, the room's latest ones, so again a suffix of its stream: the
+room pins the larger of its history and its largest member's share
+(`Usage.pinned`). History is bounded per room by its own limits and is not
+what the member budgets are for: they bound how far members fall behind,
+together and per connection, and compare what members pin counted as if
+there were no history (`Usage.total`), so that they evict exactly as without
+history; a member evicted within the history frees its bytes when the
+history moves past them.
+
 Measuring visits every member, so the hub does it only when a cheap upper
 bound (last measurement plus everything published or copied since) crosses
 a limit; see `Hub._check_memory`.
@@ -55,10 +65,12 @@ class Holder(Protocol):
 
 @dataclass(slots=True)
 class Usage:
-    """One measurement: bytes pinned in all, and per connection."""
+    """One measurement: what members pin, in all and per connection; what histories hold."""
 
-    total: int = 0
+    total: int = 0  # what members pin, counted as if rooms kept no history
     by_connection: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    history: int = 0  # what room histories hold
+    pinned: int = 0  # distinct bytes of members and histories together
 
     @property
     def largest_connection(self) -> tuple[str, int]:
@@ -69,11 +81,15 @@ class Usage:
         return connection, self.by_connection[connection]
 
 
-def measure(rooms: Iterable[Collection[Holder]], evicted: Iterable[Holder]) -> Usage:
-    """Count the distinct bytes pinned by the members of ``rooms`` and by ``evicted`` ones."""
+def measure(rooms: Iterable[tuple[Collection[Holder], int]], evicted: Iterable[Holder]) -> Usage:
+    """Count the distinct bytes pinned by ``rooms`` and by ``evicted`` members.
+
+    Each room is its members and the bytes of its history.
+    """
     usage = Usage()
     by_connection = usage.by_connection
-    for members in rooms:
+    for members, history in rooms:
+        usage.history += history
         room_shared = 0
         shared_by_connection: dict[str, int] = {}
         for member in members:
@@ -89,6 +105,7 @@ def measure(rooms: Iterable[Collection[Holder]], evicted: Iterable[Holder]) -> U
             usage.total += private
             by_connection[connection] += private
         usage.total += room_shared
+        usage.pinned += max(room_shared, history) - room_shared
         for connection, shared in shared_by_connection.items():
             by_connection[connection] += shared
     for member in evicted:
@@ -96,4 +113,5 @@ def measure(rooms: Iterable[Collection[Holder]], evicted: Iterable[Holder]) -> U
         if pinned:
             usage.total += pinned
             by_connection[member.connection] += pinned
+    usage.pinned += usage.total
     return usage

@@ -28,7 +28,7 @@ from hello_server.hub import Hub
 from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
-from hello_server.service import ChatRoomService, encode_message
+from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,15 @@ class ChatServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stalls = StalledConnections(config.stalled_close_seconds, lambda: self.port)
-        self.hub = Hub(encode_message, config.queue, config.memory, self.stalls.evicted)
+        self.hub = Hub(
+            encode_message,
+            config.queue,
+            config.memory,
+            self.stalls.evicted,
+            history=config.history,
+            room_ttl=config.room_ttl_seconds,
+            encode_presence=encode_presence,
+        )
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False

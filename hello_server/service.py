@@ -22,8 +22,24 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from hello_protocol import hello_pb2 as pb
 from hello_protocol.validation import InputLimits, InvalidInput, check_id, check_name, check_text
-from hello_protocol.wire import SERVICE_NAME, frame_batch
-from hello_server.hub import Envelope, HubClosed, Member, RoomHub, RoomNotFound
+from hello_protocol.wire import (
+    EPOCH_HEADER,
+    RECOVERED_HEADER,
+    SEQ_HEADER,
+    SERVICE_NAME,
+    PresenceRecord,
+    frame_batch,
+)
+from hello_server.hub import (
+    Catchup,
+    Envelope,
+    HubClosed,
+    Joined,
+    Member,
+    PresenceChange,
+    RoomHub,
+    RoomNotFound,
+)
 from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
 from hello_server.reaper import StalledConnections
@@ -70,7 +86,32 @@ def encode_message(envelope: Envelope) -> bytes:
         message=envelope.text,
         timestamp=Timestamp(seconds=seconds, nanos=nanos),
         seq=envelope.seq,
+        name=envelope.name,
     ).SerializeToString()
+
+
+def _timestamp(ns: int) -> Timestamp:
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
+
+
+def encode_presence(change: PresenceChange) -> bytes:
+    """Serialise a presence change as the ``hello.PresenceEvent`` watchers get."""
+    kind = pb.PresenceEvent.JOINED if change.joined else pb.PresenceEvent.LEFT
+    event = pb.PresenceEvent(
+        user=pb.User(id=change.user_id, name=change.name),
+        kind=kind,
+        at=_timestamp(change.timestamp_ns),
+    )
+    return PresenceRecord(event.SerializeToString())
+
+
+def acknowledgement(joined: Joined) -> tuple[tuple[str, str], ...]:
+    """The join acknowledgement's headers (../shared/protocol.md)."""
+    headers = ((EPOCH_HEADER, joined.epoch), (SEQ_HEADER, str(joined.seq)))
+    if joined.recovered is None:
+        return headers
+    return (*headers, (RECOVERED_HEADER, "true" if joined.recovered else "false"))
 
 
 class ChatRoomService:
@@ -104,6 +145,10 @@ class ChatRoomService:
                 "SendStream": grpc.stream_stream_rpc_method_handler(
                     _internal_errors(self.send_stream)
                 ),
+                "Members": grpc.unary_unary_rpc_method_handler(
+                    _internal_errors(self.members),
+                    response_serializer=pb.MemberList.SerializeToString,
+                ),
             },
         )
 
@@ -111,11 +156,31 @@ class ChatRoomService:
 
     async def join(self, raw: bytes, context: Context) -> None:
         """Stream each of the room's messages as one ``hello.Message``."""
-        await self._serve_member(raw, context, self._write_each)
+        await self._serve_member(raw, context, self._write_each, watches=False)
 
     async def subscribe(self, raw: bytes, context: Context) -> None:
-        """Stream the room's messages as ``hello.MessageBatch``es."""
-        await self._serve_member(raw, context, self._write_batches)
+        """Stream the room's messages (and presence, if asked) as ``hello.MessageBatch``es."""
+        await self._serve_member(raw, context, self._write_batches, watches=True)
+
+    async def members(self, raw: bytes, context: Context) -> pb.MemberList:
+        """List the users in a room: one entry per user, however many sessions."""
+        try:
+            request = pb.RoomRequest.FromString(raw)
+            check_id("room id", request.roomID, self._limits)
+            users = self._hub.presence(request.roomID)
+        except _REFUSABLE as error:
+            refusal = Refusal.of(error, pb.RoomRequest)
+            await context.abort(refusal.code, refusal.detail)
+        return pb.MemberList(
+            members=[
+                pb.Member(
+                    user=pb.User(id=user.user_id, name=user.name),
+                    sessions=user.sessions,
+                    since=_timestamp(user.since_ns),
+                )
+                for user in users
+            ]
+        )
 
     async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
         """Deliver a message to every member of an existing room."""
@@ -151,11 +216,14 @@ class ChatRoomService:
 
     # -- helpers --------------------------------------------------------------
 
-    async def _serve_member(self, raw: bytes, context: Context, deliver: _Deliver) -> None:
+    async def _serve_member(
+        self, raw: bytes, context: Context, deliver: _Deliver, *, watches: bool
+    ) -> None:
         """Register the caller, acknowledge, deliver until the call ends, remove."""
-        member = await self._enter(raw, context)
+        joined = await self._enter(raw, context, watches)
+        member = joined.member
         try:
-            await context.send_initial_metadata(())  # the join acknowledgement
+            await context.send_initial_metadata(acknowledgement(joined))
             await deliver(member.mailbox, context)
         except MailboxClosed as closed:
             # If the client ended the call just as the hub closed the mailbox,
@@ -237,12 +305,13 @@ class ChatRoomService:
             last_write = loop.time()
             lag.want()
 
-    async def _enter(self, raw: bytes, context: Context) -> Member:
+    async def _enter(self, raw: bytes, context: Context, watches: bool) -> Joined:
         """Register the caller as a member, or end the call with the refusal."""
         try:
-            member = self._admit(raw, context.peer())
+            joined = self._admit(raw, context.peer(), watches)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail)
+        member = joined.member
         # The stream's task is cancelled when the call ends, which runs the
         # handler's ``finally``; the callback also covers a call that ends
         # before the handler resumes. ``leave`` is idempotent.
@@ -251,16 +320,30 @@ class ChatRoomService:
         context.add_done_callback(lambda _: self._gone(member))  # type: ignore[arg-type]
         if self._stalls is not None:
             self._stalls.serving(member)
-        return member
+        return joined
 
-    def _admit(self, raw: bytes, connection: str) -> Member:
-        """Validate a serialised JoinRequest and join; raise `Refusal` if refused."""
+    def _admit(self, raw: bytes, connection: str, watches: bool) -> Joined:
+        """Validate a serialised JoinRequest and join; raise `Refusal` if refused.
+
+        ``watches``: the stream can carry presence events (Subscribe), so
+        it gets them if it asked.
+        """
         try:
             request = pb.JoinRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("user id", request.user.id, self._limits)
             check_name(request.user.name, self._limits)
-            return self._hub.join(request.roomID, request.user.id, request.user.name, connection)
+            catchup = None
+            if request.history or request.since_seq or request.epoch:
+                catchup = Catchup(request.history, request.since_seq, request.epoch)
+            return self._hub.enter(
+                request.roomID,
+                request.user.id,
+                request.user.name,
+                connection,
+                catchup,
+                presence=watches and request.presence,
+            )
         except _REFUSABLE as error:
             raise Refusal.of(error, pb.JoinRequest) from None
 
@@ -271,7 +354,8 @@ class ChatRoomService:
             check_id("room id", request.roomID, self._limits)
             check_id("sender id", request.id, self._limits)
             check_text(request.message, self._limits)
-            return self._hub.publish(request.roomID, request.id, request.message)
+            check_name(request.name, self._limits)
+            return self._hub.publish(request.roomID, request.id, request.message, request.name)
         except _REFUSABLE as error:
             raise Refusal.of(error, pb.Message) from None
 

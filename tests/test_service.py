@@ -13,7 +13,7 @@ import pytest
 
 from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, Hub, ServerConfig
-from hello_server.hub import Envelope, Member
+from hello_server.hub import Catchup, Envelope, Joined
 from hello_server.service import encode_message
 from tests.support import TIMEOUT, within
 from tests.support.calls import (
@@ -294,15 +294,23 @@ class TestNotFound:
 class FaultyHub(Hub):
     """A real hub with a bug: room "bug" raises an error the service does not expect."""
 
-    def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member:
+    def enter(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        catchup: Catchup | None = None,
+        presence: bool = False,
+    ) -> Joined:
         if room_id == "bug":
             raise KeyError("a bug in join")
-        return super().join(room_id, user_id, name, connection)
+        return super().enter(room_id, user_id, name, connection, catchup, presence)
 
-    def publish(self, room_id: str, sender_id: str, text: str) -> Envelope:
+    def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope:
         if text == "bug":
             raise KeyError("a bug in publish")
-        return super().publish(room_id, sender_id, text)
+        return super().publish(room_id, sender_id, text, name)
 
 
 @pytest.fixture

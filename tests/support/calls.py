@@ -56,6 +56,17 @@ async def subscribed(stub: Stub, room: str, user: str, name: str = "") -> Subscr
 RPCS = ("Join", "Subscribe")
 
 
+async def acknowledged(
+    stub: Stub, rpc: str, request: pb.JoinRequest
+) -> tuple[grpc.aio.UnaryStreamCall[pb.JoinRequest, Any], dict[str, str]]:
+    """Open a Join or Subscribe stream with ``request``; return it and its join headers."""
+    call = stub.Join(request) if rpc == "Join" else stub.Subscribe(request)
+    async with asyncio.timeout(TIMEOUT):
+        metadata = await call.initial_metadata()
+    headers = {key: value for key, value in metadata if isinstance(value, str)}
+    return call, headers
+
+
 async def member(
     stub: Stub, rpc: str, room: str, user: str, name: str = ""
 ) -> grpc.aio.UnaryStreamCall[pb.JoinRequest, Any]:
