@@ -251,6 +251,8 @@ class TestRoomTtl:
             refused = stub.SendMessage(pb.Message(id="x", roomID="kept", message="m"))
             error = await rpc_error(refused)
             assert error.code() == grpc.StatusCode.NOT_FOUND
+            error = await rpc_error(stub.Members(pb.RoomRequest(roomID="kept")))
+            assert error.code() == grpc.StatusCode.NOT_FOUND  # nobody is in it
             back, ack = await acknowledged(
                 stub,
                 "Subscribe",
