@@ -163,8 +163,9 @@ def largest_delivery_bytes(limits: InputLimits) -> int:
     A text of the size limit and two ids of the length limit in 4-byte
     characters, with the widest timestamp and sequence number, serialised as
     the hub does; plus `ENVELOPE_ALLOWANCE_BYTES` for fields the protocol may
-    add to a delivery (a display name is next). A member's queue that cannot
-    hold one of these would evict everyone at the first such message.
+    add to a delivery (a display name, up to 4 x the id limit, fits in it).
+    A member's queue that cannot hold one of these would evict everyone at
+    the first such message.
     """
     widest_id = _WIDEST_ID_CHAR * limits.max_id_chars
     largest = pb.Message(

@@ -225,6 +225,8 @@ class TestBadOptions:
                 "message size limit must be at least 1 byte",
             ),
             (["--port", "0", "--max-id-chars", "0"], {}, "id length limit must be at least 1"),
+            (["--port", "0"], {"HELLO_HISTORY_SIZE": "-1"}, "history size must not be negative"),
+            (["--port", "0", "--room-ttl", "-1"], {}, "room TTL must be between 0 and"),
         ],
         ids=[
             "port",
@@ -237,6 +239,8 @@ class TestBadOptions:
             "grace",
             "max-message-bytes",
             "max-id-chars",
+            "HELLO_HISTORY_SIZE",
+            "room-ttl",
         ],
     )
     def test_out_of_range_value(self, args: list[str], env: dict[str, str], reason: str) -> None:

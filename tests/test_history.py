@@ -171,6 +171,19 @@ class TestReplay:
             anchor.cancel()
             call.cancel()
 
+    async def test_history_is_counted_once_beside_what_members_pin(
+        self, server: ChatServer, stub: Stub
+    ) -> None:
+        """History holds the members' own payloads: counted apart, never twice."""
+        reader = await joined(stub, "counted", "ann")
+        await fill(stub, "counted", 3)
+        held = [m.ByteSize() for m in await receive(reader, 3)]
+        usage = server.hub.memory_usage()
+        assert usage.history == sum(held)
+        # What the reader may still hold is within the history: not added twice.
+        assert usage.history <= usage.pinned <= usage.total + usage.history
+        reader.cancel()
+
 
 class TestResume:
     @pytest.mark.parametrize("rpc", RPCS)
