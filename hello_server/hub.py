@@ -311,14 +311,17 @@ class Hub:
         room.members[member.member_id] = member
         self._member_count += 1
         present = room.users.get(user_id)
+        arrived = present is None
         if present is None:
             present = room.users[user_id] = _Presence(name, time.time_ns())
+        present.sessions += 1
+        if arrived:
             # Announced with the member registered, so that evicting a watcher
             # cannot empty (and drop) the room, and before it watches: a
             # member is not told of its own arrival.
             self._announce(room, PresenceChange(room_id, user_id, name, True, present.since_ns))
-        present.sessions += 1
-        if presence:
+        # Still a member, unless a memory check while announcing evicted it.
+        if presence and member.member_id in room.members:
             room.watchers[member.member_id] = member
         log.debug("%s joined room %r (%d members)", user_id, room_id, len(room.members))
         self._notify()

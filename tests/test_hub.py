@@ -7,7 +7,16 @@ import time
 
 import pytest
 
-from hello_server.hub import Envelope, Hub, HubClosed, Member, QueueLimits, RoomNotFound
+from hello_server.hub import (
+    Catchup,
+    Envelope,
+    Hub,
+    HubClosed,
+    Member,
+    PresenceChange,
+    QueueLimits,
+    RoomNotFound,
+)
 from hello_server.mailbox import CloseReason, MailboxClosed
 from hello_server.memory import MemoryBudget
 from tests.support import within
@@ -374,3 +383,77 @@ class TestWaitUntil:
         asyncio.get_running_loop().call_soon(hub.publish, "lobby", "x", "1")
         asyncio.get_running_loop().call_soon(hub.publish, "lobby", "x", "2")
         await within(hub.wait_until(lambda: hub.member_count == 0))
+
+
+class TestHistoryAndPresence:
+    """Issue 8 in the hub alone: history bounds, the replay bound credit, presence evictions."""
+
+    def test_history_holds_the_members_own_payload_objects(self, encoder: RecordingEncoder) -> None:
+        hub = Hub(encoder, ROOMY)
+        hub.join("lobby", "ann")
+        for n in range(3):
+            hub.publish("lobby", "ann", str(n))
+        late = hub.enter("lobby", "bob", catchup=Catchup(history=2))
+        replay = queued(late.member)
+        assert late.seq == 3
+        assert replay == encoder.payloads[1:]
+        assert all(a is b for a, b in zip(replay, encoder.payloads[1:], strict=True))  # no copies
+
+    def test_a_replay_does_not_shrink_the_live_bound(self, encoder: RecordingEncoder) -> None:
+        """After its replay is taken, a member may again queue its full bound of live messages."""
+        hub = Hub(encoder, QueueLimits(max_messages=2, max_bytes=1 << 20))
+        anchor = hub.join("lobby", "anchor")
+        for n in range(2):
+            hub.publish("lobby", "anchor", str(n))
+        queued(anchor)
+        late = hub.enter("lobby", "bob", catchup=Catchup(history=5)).member
+        hub.publish("lobby", "anchor", "live1")  # 3 queued, bound 2 + replay 2
+        assert len(queued(late)) == 3
+        queued(anchor)
+        hub.publish("lobby", "anchor", "live2")
+        hub.publish("lobby", "anchor", "live3")
+        assert not late.mailbox.closed
+        hub.publish("lobby", "anchor", "live4")  # the third live one waiting: past the bound
+        assert_evicted(late)
+
+    def test_a_watcher_evicted_by_an_announcement_leaves_the_joiner_registered(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        hub = Hub(encoder, QueueLimits(max_messages=1, max_bytes=1 << 20), encode_presence=repr_b)
+        watcher = hub.enter("lobby", "w", presence=True).member
+        hub.publish("lobby", "w", "fills the watcher's one slot")
+        comer = hub.enter("lobby", "bob", presence=True).member  # JOINED does not fit: evicted
+        assert_evicted(watcher)
+        assert [m.user_id for m in hub.members("lobby")] == ["bob"]
+        assert [p.user_id for p in hub.presence("lobby")] == ["bob"]
+        assert not comer.mailbox.closed
+
+    def test_presence_is_per_user_and_not_for_the_arrival_itself(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        hub = Hub(encoder, ROOMY, encode_presence=repr_b)
+        watcher = hub.enter("lobby", "w", presence=True).member
+        one = hub.join("lobby", "bob", "Bob")
+        two = hub.join("lobby", "bob", "Bob")
+        assert queued(watcher) == [b"bob+"]
+        hub.leave(one)
+        assert queued(watcher) == []
+        hub.leave(two)
+        assert queued(watcher) == [b"bob-"]
+
+    async def test_empty_rooms_are_kept_for_the_ttl_then_freed(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        hub = Hub(encoder, ROOMY, room_ttl=0.01)
+        for n in range(500):
+            member = hub.join(f"r{n}", "ann")
+            hub.publish(f"r{n}", "ann", "hi")
+            hub.leave(member)
+        assert (hub.room_count, hub.member_count) == (500, 0)
+        with pytest.raises(RoomNotFound):
+            hub.publish("r0", "ann", "nobody is here")
+        await within(hub.wait_until(lambda: hub.room_count == 0))
+
+
+def repr_b(change: PresenceChange) -> bytes:
+    return f"{change.user_id}{'+' if change.joined else '-'}".encode()
