@@ -7,8 +7,17 @@ async with ChatClient("127.0.0.1:8080") as client:
             print(message.sender, message.text)
 """
 
-from hello_client.client import ChatClient, ChatMessage, Subscription
+from hello_client.backoff import ReconnectPolicy
+from hello_client.client import ChatClient, Subscription
 from hello_client.errors import Evicted, HelloError, InvalidInput, RoomNotFound, ServerUnavailable
+from hello_client.events import (
+    ChatMessage,
+    Member,
+    PresenceChange,
+    Reconnected,
+    Reconnecting,
+    RoomEvent,
+)
 from hello_client.sender import StreamSender
 
 __all__ = [
@@ -17,6 +26,12 @@ __all__ = [
     "Evicted",
     "HelloError",
     "InvalidInput",
+    "Member",
+    "PresenceChange",
+    "ReconnectPolicy",
+    "Reconnected",
+    "Reconnecting",
+    "RoomEvent",
     "RoomNotFound",
     "ServerUnavailable",
     "StreamSender",

@@ -9,16 +9,25 @@ out only after the server acknowledged the join (the response headers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from types import TracebackType
 from typing import NamedTuple, Self
 
 import grpc
 
+from hello_client.backoff import NO_RECONNECT, ReconnectPolicy
 from hello_client.errors import HelloError, InvalidInput, ServerUnavailable, from_rpc_error
+from hello_client.events import (
+    ChatMessage,
+    Member,
+    PresenceChange,
+    Reconnected,
+    Reconnecting,
+    RoomEvent,
+)
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import validation
 from hello_protocol.wire import (
@@ -27,12 +36,18 @@ from hello_protocol.wire import (
     DEFAULT_MAX_ID_CHARS,
     DEFAULT_MAX_TEXT_BYTES,
     ENVELOPE_ALLOWANCE_BYTES,
+    EPOCH_HEADER,
     JOIN_METHOD,
+    MEMBERS_METHOD,
+    RECOVERED_HEADER,
     SEND_METHOD,
+    SEQ_HEADER,
     SUBSCRIBE_METHOD,
 )
 
 __all__ = ["ChatClient", "ChatMessage", "JoinCall", "Subscription"]
+
+DEFAULT_RECONNECT = ReconnectPolicy()
 
 # gRPC's own default receive limit, which every gRPC client (grpc-go, grpc-js)
 # has unless told otherwise; a server keeps each stream message under it.
@@ -50,38 +65,6 @@ JoinCall = (
     grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.Message]
     | grpc.aio.UnaryStreamCall[pb.JoinRequest, pb.MessageBatch]
 )
-
-
-class ChatMessage(NamedTuple):
-    """A message as delivered by the server.
-
-    A named tuple: high-rate readers build one per delivery, and a tuple is
-    several times cheaper to make than a frozen dataclass. The datetime is
-    built only when asked for.
-    """
-
-    sender: str
-    room: str
-    text: str
-    timestamp_ns: int  # the server's acceptance time, ns since the Unix epoch
-    seq: int
-
-    @property
-    def timestamp(self) -> datetime:
-        """The server's acceptance time, timezone-aware (UTC), to the microsecond."""
-        seconds, nanos = divmod(self.timestamp_ns, 1_000_000_000)
-        return datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000)
-
-    @classmethod
-    def from_proto(cls, message: pb.Message) -> ChatMessage:
-        stamp = message.timestamp
-        return cls(
-            message.id,
-            message.roomID,
-            message.message,
-            stamp.seconds * 1_000_000_000 + stamp.nanos,
-            message.seq,
-        )
 
 
 class AsyncClosing:
@@ -102,24 +85,57 @@ class AsyncClosing:
         await self.close()
 
 
+class _Opened(NamedTuple):
+    """An acknowledged join: the call, which RPC it is, and the acknowledgement's headers."""
+
+    call: JoinCall
+    batched: bool
+    epoch: str  # "" from a server that does not say (original protocol)
+    seq: int  # the room's last seq at the join; 0 when not said
+    recovered: bool | None  # None unless the join asked to resume
+
+
 class Subscription(AsyncClosing):
-    """A joined room: iterate it for messages; close it (or exit) to leave."""
+    """A joined room: iterate it for messages; close it (or exit) to leave.
+
+    ``async for message in subscription`` yields the room's ``ChatMessage``s;
+    ``events()`` yields those and everything else that happens to the room
+    (``PresenceChange``, ``Reconnecting``, ``Reconnected``).
+
+    When the stream is lost (UNAVAILABLE: the connection dropped, the server
+    restarted or is draining), the subscription joins again by itself, as
+    ``ReconnectPolicy`` says, resuming after the last message it received, and
+    drops any message it already had: each message is yielded once. Whether
+    messages were lost in between is told by ``Reconnected.recovered`` (and
+    ``recovered``). Other endings (eviction, refusals) raise as they are.
+    """
 
     def __init__(
         self,
-        call: JoinCall,
-        *,
-        batched: bool,
-        target: str,
-        room: str,
-        user: str,
+        client: ChatClient,
+        request: pb.JoinRequest,
+        opened: _Opened,
+        policy: ReconnectPolicy,
     ) -> None:
-        self._call = call
-        self._batched = batched
-        self._target = target
-        self._pending: deque[pb.Message] = deque()
-        self.room = room
-        self.user = user
+        self._client = client
+        self._request = request
+        self._policy = policy
+        self._pending: deque[RoomEvent] = deque()
+        self._closed = asyncio.Event()
+        self.room = request.roomID
+        self.user = request.user.id
+        self.last_seq = 0  # the seq of the last message yielded (0: none yet)
+        self.recovered: bool | None = None  # after a reconnect: nothing was missed
+        self.reconnects = 0
+        self._install(opened)
+        # What the first join asked for: the replay, if any, follows this seq.
+        self._accepted_seq = max(0, opened.seq - request.history) if request.history else opened.seq
+
+    def _install(self, opened: _Opened) -> None:
+        self._call: JoinCall | None = opened.call
+        self._batched = opened.batched
+        self.epoch = opened.epoch
+        self.joined_seq = opened.seq
 
     @property
     def batched(self) -> bool:
@@ -130,23 +146,104 @@ class Subscription(AsyncClosing):
         return self
 
     async def __anext__(self) -> ChatMessage:
+        while (event := await self.next_event()) is not None:
+            if isinstance(event, ChatMessage):
+                return event
+        raise StopAsyncIteration
+
+    async def events(self) -> AsyncIterator[RoomEvent]:
+        """Every event of the room, in order, until the server ends the stream."""
+        while (event := await self.next_event()) is not None:
+            yield event
+
+    async def next_event(self) -> RoomEvent | None:
+        """The next event; None when the stream ended (or the subscription was closed)."""
         while not self._pending:
+            if self._call is None:
+                return await self._reconnect()
             try:
                 item = await self._call.read()
             except grpc.aio.AioRpcError as error:
-                raise from_rpc_error(error, self._target) from None
+                failure = from_rpc_error(error, self._client.target)
+                if self._retried(error.code()):
+                    self._call = None
+                    return Reconnecting(str(failure))
+                raise failure from None
             if item is _EOF:
-                raise StopAsyncIteration
+                return None
             if isinstance(item, pb.MessageBatch):
-                self._pending.extend(item.messages)
+                for message in item.messages:
+                    self._accept(message)
+                self._pending.extend(map(PresenceChange.from_proto, item.presence))
             else:
                 assert isinstance(item, pb.Message)
-                self._pending.append(item)
-        return ChatMessage.from_proto(self._pending.popleft())
+                self._accept(item)
+        event = self._pending.popleft()
+        if isinstance(event, ChatMessage) and event.seq:
+            self.last_seq = event.seq
+        return event
+
+    def _accept(self, message: pb.Message) -> None:
+        # Seqs are comparable only within an epoch, and only a server that
+        # says its epoch numbers messages: elsewhere nothing is dropped.
+        if self.epoch:
+            if message.seq <= self._accepted_seq:
+                return  # already had it (a resume's replay overlapping)
+            self._accepted_seq = message.seq
+        self._pending.append(ChatMessage.from_proto(message))
+
+    def _retried(self, code: grpc.StatusCode) -> bool:
+        return (
+            code == grpc.StatusCode.UNAVAILABLE
+            and self._policy.give_up_seconds > 0
+            and not self._closed.is_set()
+        )
+
+    async def _reconnect(self) -> Reconnected | None:
+        """Join again until it works; None if the subscription was closed meanwhile."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        request = pb.JoinRequest()
+        request.CopyFrom(self._request)
+        request.history = 0
+        if self.epoch:  # resume after the last message this subscription had
+            request.since_seq = self._accepted_seq
+            request.epoch = self.epoch
+        attempt = 0
+        while True:
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._policy.delay(attempt)):
+                    await self._closed.wait()
+            if self._closed.is_set():
+                return None
+            try:
+                opened = await self._client.open_join(request)
+            except ServerUnavailable as error:
+                waited = loop.time() - started
+                if waited >= self._policy.give_up_seconds:
+                    raise ServerUnavailable(
+                        f"gave up rejoining {self.room} after {waited:.0f} s: {error}"
+                    ) from None
+                continue
+            if self._closed.is_set():  # closed while the join was on its way
+                opened.call.cancel()
+                return None
+            break
+        recovered = bool(opened.recovered) and opened.epoch == self.epoch
+        if not recovered:
+            # Nothing is replayed: what follows is live, after the room's seq now.
+            self._accepted_seq = opened.seq
+        self._install(opened)
+        self.recovered = recovered
+        self.reconnects += 1
+        return Reconnected(recovered, attempt)
 
     async def close(self) -> None:
         """Leave the room: the server removes the member when the call ends."""
-        self._call.cancel()
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
 
 
 class ChatClient(AsyncClosing):
@@ -187,6 +284,10 @@ class ChatClient(AsyncClosing):
                 ),
                 ("grpc.max_send_message_length", largest_message),
                 *CLIENT_KEEPALIVE_OPTIONS,
+                # Reconnect to a restarted server within seconds: gRPC's own
+                # backoff grows to two minutes, longer than a subscription waits.
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 5000),
                 *channel_options,
             ],
         )
@@ -200,6 +301,11 @@ class ChatClient(AsyncClosing):
             SUBSCRIBE_METHOD,
             request_serializer=pb.JoinRequest.SerializeToString,
             response_deserializer=pb.MessageBatch.FromString,
+        )
+        self._members = self._channel.unary_unary(
+            MEMBERS_METHOD,
+            request_serializer=pb.RoomRequest.SerializeToString,
+            response_deserializer=pb.MemberList.FromString,
         )
         self._send = self._channel.unary_unary(
             SEND_METHOD,
@@ -240,50 +346,83 @@ class ChatClient(AsyncClosing):
                 f"cannot reach server {self.target}: no connection within {seconds:g} s"
             ) from None
 
-    async def join(self, room: str, user: str, name: str = "") -> Subscription:
-        """Join ``room`` as ``user``; return once the server acknowledged it."""
+    async def join(
+        self,
+        room: str,
+        user: str,
+        name: str = "",
+        *,
+        history: int = 0,
+        presence: bool = False,
+        reconnect: ReconnectPolicy | None = DEFAULT_RECONNECT,
+    ) -> Subscription:
+        """Join ``room`` as ``user``; return once the server acknowledged it.
+
+        ``history``: first replay up to that many of the room's latest
+        messages (servers that keep no history replay none). ``presence``:
+        also yield ``PresenceChange`` events from ``Subscription.events()``
+        (Subscribe servers only). ``reconnect``: how the subscription joins
+        again when the stream is lost; None never does (the loss raises
+        ServerUnavailable, as before).
+        """
         with _refused_here():
             validation.check_id("room id", room, self.limits)
             validation.check_id("user id", user, self.limits)
             validation.check_name(name, self.limits)
-        request = pb.JoinRequest(roomID=room, user=pb.User(id=user, name=name))
+        if history < 0:
+            raise InvalidInput(f"history must be 0 or more, not {history}")
+        request = pb.JoinRequest(
+            roomID=room, user=pb.User(id=user, name=name), history=history, presence=presence
+        )
+        opened = await self.open_join(request)
+        return Subscription(self, request, opened, reconnect or NO_RECONNECT)
+
+    async def open_join(self, request: pb.JoinRequest) -> _Opened:
+        """One acknowledged Subscribe (or, on servers without it, Join) call."""
         if not self._subscribe_unimplemented:
             try:
-                return await self._open(self._subscribe(request), True, room, user)
+                return await self._open(self._subscribe(request), True)
             except _Unimplemented:
                 self._subscribe_unimplemented = True
-        return await self._open(self._join(request), False, room, user)
+        return await self._open(self._join(request), False)
 
-    async def send(self, room: str, user: str, text: str) -> int:
+    async def members(self, room: str) -> list[Member]:
+        """The users in ``room`` now; RoomNotFound when nobody is in it."""
+        with _refused_here():
+            validation.check_id("room id", room, self.limits)
+        try:
+            reply: pb.MemberList = await self._members(pb.RoomRequest(roomID=room))
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, self.target) from None
+        return [Member.from_proto(member) for member in reply.members]
+
+    async def send(self, room: str, user: str, text: str, *, name: str = "") -> int:
         """Send ``text`` to ``room`` as ``user``; return the message's sequence number.
 
+        ``name`` is the display name members see (empty: they see ``user``).
         Input over the limits is refused with InvalidInput before it is sent.
         """
-        self.check_message(room, user, text)
+        self.check_message(room, user, text, name)
+        message = pb.Message(id=user, roomID=room, message=text, name=name)
         try:
-            reply: pb.Exit = await self._send(pb.Message(id=user, roomID=room, message=text))
+            reply: pb.Exit = await self._send(message)
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error, self.target) from None
         if not reply.success:
             raise HelloError(reply.message or "the server did not accept the message")
         return reply.seq
 
-    def check_message(self, room: str, user: str, text: str) -> None:
+    def check_message(self, room: str, user: str, text: str, name: str = "") -> None:
         """Raise InvalidInput, in the server's words, if the server would refuse this message."""
         with _refused_here():
             validation.check_id("room id", room, self.limits)
             validation.check_id("sender id", user, self.limits)
             validation.check_text(text, self.limits)
+            validation.check_name(name, self.limits)
 
-    async def _open(
-        self,
-        call: JoinCall,
-        batched: bool,
-        room: str,
-        user: str,
-    ) -> Subscription:
+    async def _open(self, call: JoinCall, batched: bool) -> _Opened:
         try:
-            await call.initial_metadata()
+            headers = await call.initial_metadata()
             # A refusal arrives as headers and status together ("trailers
             # only"); a real acknowledgement leaves the call running.
             if call.done():
@@ -296,7 +435,27 @@ class ChatClient(AsyncClosing):
         except BaseException:
             call.cancel()
             raise
-        return Subscription(call, batched=batched, target=self.target, room=room, user=user)
+        return _acknowledged(call, batched, headers)
+
+
+def _acknowledged(call: JoinCall, batched: bool, headers: grpc.aio.Metadata | None) -> _Opened:
+    """The join acknowledgement's headers, read leniently: a server may send none."""
+    values: dict[str, str] = {}
+    for key, value in headers or ():
+        if isinstance(value, str):
+            values[key] = value
+    try:
+        seq = int(values.get(SEQ_HEADER, "0"))
+    except ValueError:
+        seq = 0
+    recovered = values.get(RECOVERED_HEADER)
+    return _Opened(
+        call,
+        batched,
+        values.get(EPOCH_HEADER, ""),
+        max(seq, 0),
+        None if recovered is None else recovered == "true",
+    )
 
 
 @contextmanager

@@ -22,7 +22,10 @@ __all__ = ["interactive", "listen", "pipe_lines", "send_one"]
 
 async def interactive(target: str, room: str, user: str, name: str) -> None:
     """The room at a terminal: messages above a prompt (see ``ui``)."""
-    async with ChatClient(target) as client, await client.join(room, user, name) as subscription:
+    async with (
+        ChatClient(target) as client,
+        await client.join(room, user, name, reconnect=None) as subscription,
+    ):
         await run_room(client, subscription)
 
 
@@ -57,7 +60,10 @@ async def listen(
     if not json_lines and sys.stdout.isatty():
         console = Console(markup=False, highlight=False, emoji=False)
     printed = 0
-    async with ChatClient(target) as client, await client.join(room, user, name) as subscription:
+    async with (
+        ChatClient(target) as client,
+        await client.join(room, user, name, reconnect=None) as subscription,
+    ):
         print(f"joined {inert(room)} as {inert(user)}", file=sys.stderr, flush=True)
         async for message in subscription:
             if json_lines:

@@ -130,12 +130,12 @@ class TestFailures:
         assert str(refused.value).startswith(f"cannot reach server {address}: ")
 
     async def test_server_shutdown_ends_the_subscription(self) -> None:
-        """A draining server ends the stream with ServerUnavailable "is shutting down"."""
+        """Without reconnect, a draining server ends the stream: "is shutting down"."""
         async with (
             run_server(ServerConfig(port=0, grace_seconds=5)) as running,
             ChatClient(running.address) as chat,
         ):
-            room = await chat.join("doomed", "alice")
+            room = await chat.join("doomed", "alice", reconnect=None)
             stopping = asyncio.create_task(running.stop())
             with pytest.raises(ServerUnavailable, match="is shutting down"):
                 await within(anext(room))

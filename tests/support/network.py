@@ -46,6 +46,15 @@ class TcpProxy:
                 await writer.drain()
         writer.close()
 
+    async def drop(self) -> None:
+        """Reset every relayed connection but go on accepting: a blip the client recovers from."""
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.transport.abort()
+        for writer in writers:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
     async def cut(self) -> None:
         """Reset every relayed connection (RST, no FIN) and stop accepting new ones."""
         if self._server is not None:

@@ -1,0 +1,195 @@
+"""The client library's names, history, presence, members and reconnect (issue 8, client 1).
+
+Real in-process servers over real gRPC; a lost connection is a TcpProxy that
+resets its connections, a restart a new server on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from hello_client import (
+    ChatClient,
+    ChatMessage,
+    PresenceChange,
+    Reconnected,
+    Reconnecting,
+    ReconnectPolicy,
+    RoomEvent,
+    RoomNotFound,
+    ServerUnavailable,
+    Subscription,
+)
+from hello_server import ChatServer, ServerConfig, run_server
+from tests.support import within
+from tests.support.network import TcpProxy
+
+# Fast retries keep the tests short; the policy itself is the default's shape.
+QUICK = ReconnectPolicy(first_delay=0.05, max_delay=0.5, give_up_seconds=60)
+
+
+@pytest.fixture
+async def client(server: ChatServer) -> AsyncIterator[ChatClient]:
+    async with ChatClient(server.address) as chat:
+        yield chat
+
+
+async def events_until(room: Subscription, text: str) -> list[RoomEvent]:
+    """Every event of ``room`` up to and including the message ``text``."""
+    seen: list[RoomEvent] = []
+    async with asyncio.timeout(30):
+        async for event in room.events():
+            seen.append(event)
+            if isinstance(event, ChatMessage) and event.text == text:
+                return seen
+    raise AssertionError(f"the stream ended before {text!r}: {seen}")
+
+
+def messages(events: list[RoomEvent]) -> list[ChatMessage]:
+    return [event for event in events if isinstance(event, ChatMessage)]
+
+
+class TestNamesHistoryMembers:
+    async def test_the_name_sent_is_delivered(self, client: ChatClient) -> None:
+        async with await client.join("names", "ann") as room:
+            await client.send("names", "bob", "hi", name="Bob Dylan")
+            await client.send("names", "carl", "yo")
+            first, second = await within(anext(room)), await within(anext(room))
+        assert (first.sender, first.name) == ("bob", "Bob Dylan")
+        assert (second.sender, second.name) == ("carl", "")
+
+    async def test_history_replays_the_latest_then_live(self, client: ChatClient) -> None:
+        async with await client.join("hist", "anchor") as anchor:
+            for n in range(5):
+                await client.send("hist", "bob", f"m{n}")
+            async with await client.join("hist", "ann", history=3) as room:
+                assert (room.joined_seq, len(room.epoch) > 0) == (5, True)
+                await client.send("hist", "bob", "live")
+                got = [(await within(anext(room))) for _ in range(4)]
+                assert [m.text for m in got] == ["m2", "m3", "m4", "live"]
+                assert room.last_seq == 6
+            assert anchor.epoch == room.epoch
+
+    async def test_members_lists_the_users(self, client: ChatClient) -> None:
+        async with (
+            await client.join("who", "ann", "Ann"),
+            await client.join("who", "ann"),
+            await client.join("who", "bob"),
+        ):
+            members = await within(client.members("who"))
+        assert sorted((m.user, m.name, m.sessions) for m in members) == [
+            ("ann", "Ann", 2),
+            ("bob", "", 1),
+        ]
+
+    async def test_members_of_an_unknown_room_is_room_not_found(self, client: ChatClient) -> None:
+        with pytest.raises(RoomNotFound):
+            await within(client.members("nobody-here"))
+
+    async def test_presence_changes_are_yielded_by_events(self, client: ChatClient) -> None:
+        async with await client.join("pres", "ann", presence=True) as room:
+            async with await client.join("pres", "bob", "Bob"):
+                pass
+            changes: list[PresenceChange] = []
+            async with asyncio.timeout(30):
+                async for event in room.events():
+                    assert isinstance(event, PresenceChange)
+                    changes.append(event)
+                    if not event.joined:
+                        break
+        assert [(c.user, c.name, c.joined) for c in changes] == [
+            ("bob", "Bob", True),
+            ("bob", "Bob", False),
+        ]
+
+
+class TestReconnect:
+    async def test_a_dropped_connection_resumes_exactly_once(
+        self, server: ChatServer, client: ChatClient, proxy: TcpProxy
+    ) -> None:
+        """A sender keeps sending while the reader's connection is reset: every seq once."""
+        total = 60
+        async with (
+            await client.join("blip", "anchor"),  # keeps the room while ann is away
+            ChatClient(proxy.address) as far,
+            await far.join("blip", "ann", reconnect=QUICK) as room,
+        ):
+            first = await client.send("blip", "bob", "m0")
+
+            async def keep_sending() -> None:
+                for n in range(1, total):
+                    await client.send("blip", "bob", f"m{n}")
+                    if n == total // 3:
+                        await proxy.drop()
+                await client.send("blip", "bob", "end")
+
+            sending = asyncio.create_task(keep_sending())
+            events = await events_until(room, "end")
+            await within(sending)
+        seqs = [m.seq for m in messages(events)]
+        assert seqs == list(range(first, first + total + 1))
+        reconnected = [e for e in events if isinstance(e, Reconnected)]
+        assert reconnected, "the connection was never lost"
+        assert all(e.recovered for e in reconnected)
+        assert room.reconnects == len(reconnected)
+
+    async def test_a_restarted_server_is_rejoined_and_the_loss_reported(self) -> None:
+        """A new server on the same port: a new epoch, so recovered=False, and the room goes on."""
+        first = ChatServer(ServerConfig(port=0, grace_seconds=1))
+        await first.start()
+        port = first.port
+        try:
+            async with ChatClient(first.address) as chat:
+                room = await chat.join("again", "ann", reconnect=QUICK)
+                await chat.send("again", "ann", "before")
+                assert (await within(anext(room))).text == "before"
+                old_epoch = room.epoch
+                await first.stop()
+                assert isinstance(await within(room.next_event()), Reconnecting)
+                async with run_server(ServerConfig(port=port)):
+                    back = await within(room.next_event())
+                    assert isinstance(back, Reconnected)
+                    assert not back.recovered
+                    assert room.epoch != old_epoch
+                    await chat.send("again", "bob", "after")
+                    after = await within(anext(room))
+                    assert (after.text, after.seq, room.recovered) == ("after", 1, False)
+                    await room.close()
+        finally:
+            await first.stop()
+
+    async def test_without_reconnect_a_drain_ends_the_subscription(self) -> None:
+        async with (
+            run_server(ServerConfig(port=0, grace_seconds=1)) as running,
+            ChatClient(running.address) as chat,
+        ):
+            room = await chat.join("once", "ann", reconnect=None)
+            stopping = asyncio.create_task(running.stop())
+            with pytest.raises(ServerUnavailable, match="shutting down"):
+                await within(anext(room))
+            await within(stopping)
+
+    async def test_giving_up_raises_server_unavailable(self) -> None:
+        policy = ReconnectPolicy(first_delay=0.05, max_delay=0.1, give_up_seconds=0.5)
+        running = ChatServer(ServerConfig(port=0, grace_seconds=1))
+        await running.start()
+        async with ChatClient(running.address) as chat:
+            room = await chat.join("gone", "ann", reconnect=policy)
+            await running.stop()
+            assert isinstance(await within(room.next_event()), Reconnecting)
+            with pytest.raises(ServerUnavailable, match="gave up rejoining gone"):
+                await within(room.next_event())
+
+    async def test_close_during_reconnect_ends_the_events(self) -> None:
+        running = ChatServer(ServerConfig(port=0, grace_seconds=1))
+        await running.start()
+        async with ChatClient(running.address) as chat:
+            room = await chat.join("bye", "ann", reconnect=QUICK)
+            await running.stop()
+            assert isinstance(await within(room.next_event()), Reconnecting)
+            waiting = asyncio.create_task(room.next_event())
+            await room.close()
+            assert await within(waiting) is None
