@@ -60,13 +60,32 @@ Examples:
   hello-chat listen --room lobby --user logger
   hello-chat listen --room lobby --user bot --json | jq -r .text
   hello-chat listen --room lobby --user bot --json --count 1    (wait for one)
+  hello-chat listen --room lobby --user bot --json --history 20  (20 earlier first)
 
 \b
 "joined ROOM as USER" goes to stderr once the server acknowledged the join;
 stdout has only messages. JSON lines have the keys id (the sender), room,
 text, timestamp (RFC 3339, UTC) and seq (null from servers that do not number
-messages). Exit codes: 0 done (--count reached), 1 refused or evicted,
-2 usage error, 3 server unreachable or gone, 130 interrupted (Ctrl-C).
+messages) and name (the sender's display name, "" if none). A lost
+connection is rejoined by itself, resuming after the last message printed:
+no duplicate, and no gap while the server's history reaches back. Each loss
+and return is one "hello-chat:" line on stderr, which says when messages
+sent meanwhile may be missing (a restarted server, or too long away).
+Exit codes: 0 done (--count reached), 1 refused or evicted, 2 usage error,
+3 server unreachable or gone (5 minutes of failed reconnects), 4 --count
+reached but messages may be missing, 130 interrupted (Ctrl-C).
+"""
+
+
+_WHO_EXAMPLES = """\b
+Examples:
+  hello-chat who --room lobby
+  hello-chat who --room lobby --json | jq -r .id
+
+\b
+JSON lines have the keys id, name, sessions (how many joins the user has
+open) and since (RFC 3339, UTC). Exit codes: 0 listed, 1 room not found
+(nobody is in it) or invalid room id, 2 usage error, 3 server unreachable.
 """
 
 
@@ -107,9 +126,14 @@ UserOption = Annotated[
 NameOption = Annotated[
     str | None,
     typer.Option(
-        "--name", "-n", metavar="NAME", help="Display name sent with the join.", show_default=False
+        "--name",
+        "-n",
+        metavar="NAME",
+        help="Display name shown with your messages (and sent with the join).",
+        show_default=False,
     ),
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
 # After a command name, --server has no default of its own: the one before the
 # command name (or HELLO_SERVER, or the default) applies.
 CommandServerOption = Annotated[
@@ -161,6 +185,14 @@ def room(
             help="Server as HOST[:PORT]; the port defaults to 8080, IPv6 goes in brackets.",
         ),
     ] = DEFAULT_ADDRESS,
+    history: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Show up to N earlier messages of the room on joining (interactive).",
+        ),
+    ] = modes.DEFAULT_ROOM_HISTORY,
     version: Annotated[
         bool,
         typer.Option(
@@ -181,14 +213,15 @@ def room(
         return
     room, user = _room_and_user(ctx, room, user)
     if not sys.stdin.isatty():
-        raise typer.Exit(run_mode(modes.pipe_lines(server, room, user)))
+        raise typer.Exit(run_mode(modes.pipe_lines(server, room, user, name or "")))
     if not sys.stdout.isatty():
         ctx.fail(
             f"the interactive room needs a terminal on stdout; to record a room use "
             f"{PROG} listen --room {room} --user {user} > FILE"
         )
     # Ctrl-C at the prompt is a way to leave, not an interruption.
-    raise typer.Exit(run_mode(modes.interactive(server, room, user, name or ""), interrupted=0))
+    chatting = modes.interactive(server, room, user, name or "", history)
+    raise typer.Exit(run_mode(chatting, interrupted=0))
 
 
 @app.command(epilog=_SEND_EXAMPLES)
@@ -200,16 +233,16 @@ def send(
     ],
     room: RoomOption = None,
     user: UserOption = None,
+    name: NameOption = None,
     server: CommandServerOption = None,
 ) -> None:
     """Send one message to a room that has members, then exit."""
     before = ctx.find_object(_BeforeCommand)
     assert before is not None
-    if before.name is not None:
-        ctx.fail("--name is sent with a join; send does not join the room")
     room, user = _room_and_user(ctx, room or before.room, user or before.user)
     target = server or before.target
-    raise typer.Exit(run_mode(modes.send_one(target, room, user, " ".join(text))))
+    display_name = name if name is not None else before.name or ""
+    raise typer.Exit(run_mode(modes.send_one(target, room, user, " ".join(text), display_name)))
 
 
 @app.command(epilog=_LISTEN_EXAMPLES, short_help="Join a room and print its messages.")
@@ -218,13 +251,15 @@ def listen(
     room: RoomOption = None,
     user: UserOption = None,
     name: NameOption = None,
-    json_lines: Annotated[
-        bool, typer.Option("--json", help="One JSON object per message and line.")
-    ] = False,
+    json_lines: JsonOption = False,
     count: Annotated[
         int | None,
         typer.Option(min=1, metavar="N", help="Exit after this many messages.", show_default=False),
     ] = None,
+    history: Annotated[
+        int,
+        typer.Option(min=0, metavar="N", help="First print up to N earlier messages."),
+    ] = 0,
     server: CommandServerOption = None,
 ) -> None:
     """Join a room and print its messages until interrupted (or --count of them)."""
@@ -233,8 +268,33 @@ def listen(
     room, user = _room_and_user(ctx, room or before.room, user or before.user)
     target = server or before.target
     display_name = name if name is not None else before.name or ""
-    listening = modes.listen(target, room, user, display_name, json_lines=json_lines, count=count)
+    listening = modes.listen(
+        target,
+        room,
+        user,
+        display_name,
+        json_lines=json_lines,
+        count=count,
+        history=history,
+    )
     raise typer.Exit(run_mode(listening))
+
+
+@app.command(name="who", epilog=_WHO_EXAMPLES, short_help="List the members of a room.")
+def who_command(
+    ctx: typer.Context,
+    room: RoomOption = None,
+    json_lines: JsonOption = False,
+    server: CommandServerOption = None,
+) -> None:
+    """Print the users in a room, one a line: name (id) and their session count."""
+    before = ctx.find_object(_BeforeCommand)
+    assert before is not None
+    room = room or before.room
+    if room is None:
+        ctx.fail("missing --room")
+    target = server or before.target
+    raise typer.Exit(run_mode(modes.who(target, room, json_lines=json_lines)))
 
 
 def main() -> None:

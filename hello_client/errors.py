@@ -25,6 +25,10 @@ class Evicted(HelloError):
     """The server disconnected this member for reading too slowly."""
 
 
+class MessagesMissing(HelloError):
+    """A reconnect could not recover every message sent while the connection was lost."""
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> HelloError:
     """Map a failed call to the exception a caller can act on."""
     return from_status(error.code(), error.details() or "", target)

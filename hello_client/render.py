@@ -19,11 +19,14 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hello_client.client import ChatMessage
+from hello_client.events import ChatMessage, Member
 
 __all__ = [
     "ESCAPE_STYLE",
+    "display_name",
     "inert",
+    "member_json",
+    "member_line",
     "message_json",
     "message_line",
     "message_renderable",
@@ -112,43 +115,66 @@ def _clock(timestamp: datetime) -> str:
     return timestamp.astimezone().strftime("%H:%M:%S")
 
 
+def display_name(user: str, name: str) -> str:
+    """``name (user)`` when a display name was given, else the id: two Bobs stay apart."""
+    if name and name != user:
+        return f"{inert(name)} ({inert(user)})"
+    return inert(user)
+
+
 def _sender_label(message: ChatMessage, me: str | None) -> Text:
-    label = Text(inert(message.sender), style=f"bold {user_colour(message.sender)}")
+    colour = user_colour(message.sender)
+    if message.name and message.name != message.sender:
+        label = Text(inert(message.name), style=f"bold {colour}")
+        label.append(f" ({inert(message.sender)})", style=colour)
+    else:
+        label = Text(inert(message.sender), style=f"bold {colour}")
     if message.sender == me:
         label.append(" (you)", style="bold")
     label.append(":")
     return label
 
 
-def message_renderable(message: ChatMessage, *, me: str | None, width: int) -> RenderableType:
+def message_renderable(
+    message: ChatMessage, *, me: str | None, width: int, earlier: bool = False
+) -> RenderableType:
     """One message for a Rich console ``width`` columns wide.
 
     Long text wraps at word boundaries (words longer than a line are folded)
     under the text column, leaving the time and sender clear. When the
     terminal is too narrow for that, the message flows as one paragraph.
+    An ``earlier`` message (history replayed on join) is dimmed, its time
+    given as a date as well.
     """
-    clock = Text(_clock(message.timestamp), style=TIME_STYLE)
+    if earlier:
+        stamp = message.timestamp.astimezone().strftime("%m-%d %H:%M")
+        clock = Text(stamp, style=f"{TIME_STYLE} italic")
+    else:
+        clock = Text(_clock(message.timestamp), style=TIME_STYLE)
     sender = _sender_label(message, me)
     body = inert_text(message.text)
     sender_width = min(sender.cell_len, max(8, width // 4))
     if width - len(clock) - sender_width - 2 < MIN_TEXT_COLUMNS:
-        return Text.assemble(clock, " ", sender, " ", body, overflow="fold")
+        return Text.assemble(
+            clock, " ", sender, " ", body, overflow="fold", style="dim" if earlier else ""
+        )
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True)
     grid.add_column(max_width=sender_width, overflow="fold")
     grid.add_column(ratio=1, overflow="fold")
-    grid.add_row(clock, sender, body)
+    grid.add_row(clock, sender, body, style="dim" if earlier else "")
     return grid
 
 
 def message_line(message: ChatMessage, *, me: str | None = None) -> str:
     """One message as one line of plain text, for pipes and log files."""
     mark = " (you)" if message.sender == me else ""
-    return f"{_clock(message.timestamp)} {inert(message.sender)}{mark}: {inert(message.text)}"
+    sender = display_name(message.sender, message.name)
+    return f"{_clock(message.timestamp)} {sender}{mark}: {inert(message.text)}"
 
 
 def message_json(message: ChatMessage) -> str:
-    """One message as one JSON object: id, room, text, timestamp, seq.
+    """One message as one JSON object: id, name, room, text, timestamp, seq.
 
     ``timestamp`` is RFC 3339 in UTC; ``seq`` is null when the server does not
     number messages (servers speaking only the original protocol).
@@ -157,6 +183,7 @@ def message_json(message: ChatMessage) -> str:
     encoded = json.dumps(
         {
             "id": message.sender,
+            "name": message.name,
             "room": message.room,
             "text": message.text,
             "timestamp": timestamp.replace("+00:00", "Z"),
@@ -164,7 +191,32 @@ def message_json(message: ChatMessage) -> str:
         },
         ensure_ascii=False,
     )
+    return _json_safe(encoded)
+
+
+def _json_safe(encoded: str) -> str:
     return _JSON_UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
+
+
+def member_line(member: Member) -> str:
+    """One member as a line of plain text: name, id, sessions."""
+    sessions = f", {member.sessions} sessions" if member.sessions > 1 else ""
+    return f"{display_name(member.user, member.name)}{sessions}"
+
+
+def member_json(member: Member) -> str:
+    """One member as one JSON object: id, name, sessions, since (RFC 3339, UTC)."""
+    since = member.since.astimezone(UTC).isoformat(timespec="microseconds")
+    encoded = json.dumps(
+        {
+            "id": member.user,
+            "name": member.name,
+            "sessions": member.sessions,
+            "since": since.replace("+00:00", "Z"),
+        },
+        ensure_ascii=False,
+    )
+    return _json_safe(encoded)
 
 
 def notice(text: str, *, error: bool = False) -> Text:

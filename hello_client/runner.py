@@ -14,12 +14,13 @@ import traceback
 from collections.abc import Coroutine
 from typing import Any
 
-from hello_client.errors import HelloError, ServerUnavailable
+from hello_client.errors import HelloError, MessagesMissing, ServerUnavailable
 from hello_client.terminal import DEBUG_ENV, discard_stdout, print_error
 
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_MISSING",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
@@ -30,6 +31,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the server refused: room not found, invalid input, evicted
 EXIT_USAGE = 2  # bad options (click's own code for usage errors)
 EXIT_UNREACHABLE = 3  # the server cannot be reached, or went away
+EXIT_MISSING = 4  # listen --count done, but a reconnect may have lost messages
 EXIT_INTERRUPTED = 130  # 128 + SIGINT: a scripting command stopped by Ctrl-C
 
 
@@ -45,6 +47,8 @@ def run_mode(mode: Coroutine[Any, Any, None], *, interrupted: int = EXIT_INTERRU
         return interrupted
     except HelloError as error:
         print_error(str(error))
+        if isinstance(error, MessagesMissing):
+            return EXIT_MISSING
         return EXIT_UNREACHABLE if isinstance(error, ServerUnavailable) else EXIT_FAILED
     except _Terminated as terminated:
         return 128 + terminated.signum

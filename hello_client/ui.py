@@ -5,12 +5,16 @@ every write to stdout is put above the prompt, after which the half-typed line
 is redrawn as it was; ``raw=True`` lets Rich's colour codes through. Rich
 renders each message (see ``render``) into that patched stdout.
 
-Three tasks run side by side: one reads the room's stream and prints; the
+Three tasks run side by side: one reads the room's events and prints them
+(messages, earlier ones dimmed; join/leave notices; a one-line status when
+the connection is lost and when the subscription rejoined by itself); the
 prompt, which stays up for the whole session (Enter queues the line and
 clears the input); and one that takes the queued lines in order and sends
-each once the previous one was accepted. The room ends when the user leaves
-(/quit, Ctrl-D, Ctrl-C) or when the server ends the stream (shutdown,
-eviction, lost connection), in which case that error is raised.
+each once the previous one was accepted (a line that cannot be sent while
+disconnected is reported as not sent, and stays in the history). The room
+ends when the user leaves (/quit, Ctrl-D, Ctrl-C) or when the stream ends for
+good (eviction, refusal, reconnecting given up), in which case that error is
+raised.
 
 Long input stays cheap. prompt_toolkit matches every key against every key
 binding (about 0.2 ms a key), so 70,000 characters pasted into a terminal
@@ -39,15 +43,24 @@ from prompt_toolkit.patch_stdout import patch_stdout
 from rich.console import Console
 from rich.text import Text
 
-from hello_client.client import ChatClient, ChatMessage, Subscription
+from hello_client.client import ChatClient, Subscription
 from hello_client.errors import HelloError, ServerUnavailable
-from hello_client.render import inert, message_renderable, notice, user_colour
+from hello_client.events import ChatMessage, PresenceChange, Reconnected, Reconnecting
+from hello_client.render import (
+    display_name,
+    inert,
+    member_line,
+    message_renderable,
+    notice,
+    user_colour,
+)
 from hello_protocol.validation import text_bytes
 
 __all__ = ["COMMANDS", "run_room"]
 
 COMMANDS: Sequence[tuple[str, str]] = (
     ("/help", "list these commands"),
+    ("/who", "list who is in the room"),
     ("/quit", "leave the room (so do Ctrl-D and Ctrl-C)"),
     ("//text", "send /text (a line starting with a slash)"),
 )
@@ -61,9 +74,10 @@ class _Screen:
         self._console = console
         self._me = me
 
-    def message(self, message: ChatMessage) -> None:
+    def message(self, message: ChatMessage, *, earlier: bool = False) -> None:
         self._console.print(
-            message_renderable(message, me=self._me, width=self._console.width), crop=False
+            message_renderable(message, me=self._me, width=self._console.width, earlier=earlier),
+            crop=False,
         )
 
     def notice(self, text: str, *, error: bool = False) -> None:
@@ -77,7 +91,7 @@ class _Screen:
         self._console.print(lines)
 
 
-async def run_room(client: ChatClient, subscription: Subscription) -> None:
+async def run_room(client: ChatClient, subscription: Subscription, name: str = "") -> None:
     """Chat in the joined room until the user leaves.
 
     Returns when the user leaves (``/quit``, Ctrl-D, Ctrl-C); raises the
@@ -105,7 +119,9 @@ async def run_room(client: ChatClient, subscription: Subscription) -> None:
         screen = _Screen(_console(), me)
         _cap_the_line(session.default_buffer, client.limits.max_text_bytes, screen)
         reading = asyncio.create_task(_read_room(subscription, screen))
-        sending = asyncio.create_task(_send_lines(lines, client, subscription, screen, session))
+        sending = asyncio.create_task(
+            _send_lines(lines, client, subscription, name, screen, session)
+        )
         prompting = asyncio.create_task(_prompt(session, prompt, lines))
         tasks = (reading, sending, prompting)
         try:
@@ -235,18 +251,53 @@ async def _prompt(
 
 
 async def _read_room(subscription: Subscription, screen: _Screen) -> None:
+    """Print the room's events until its stream ends for good."""
+    # The join's replay (history) ends with this seq; later messages are live.
+    replay_end = subscription.joined_seq
+    shown_earlier = False
     try:
-        async for message in subscription:
-            screen.message(message)
+        async for event in subscription.events():
+            if isinstance(event, ChatMessage):
+                earlier = 0 < event.seq <= replay_end
+                if earlier and not shown_earlier:
+                    shown_earlier = True
+                    screen.notice("earlier messages:")
+                elif not earlier and shown_earlier:
+                    shown_earlier = False
+                    screen.notice("now:")
+                screen.message(event, earlier=earlier)
+            elif isinstance(event, PresenceChange):
+                if event.user != subscription.user:
+                    who = display_name(event.user, event.name)
+                    screen.notice(f"{who} {'joined' if event.joined else 'left'}")
+            elif isinstance(event, Reconnecting):
+                replay_end = 0  # whatever comes after a rejoin was missed or is live
+                screen.notice(f"connection lost ({event.reason}); reconnecting…", error=True)
+            elif isinstance(event, Reconnected):
+                if event.recovered:
+                    screen.notice("reconnected, nothing missed")
+                else:
+                    screen.notice("reconnected, some messages may be missing", error=True)
     except ServerUnavailable as error:
         raise ServerUnavailable(f"left {subscription.room}: {error}") from None
     raise ServerUnavailable(f"left {subscription.room}: the server ended the room's stream")
+
+
+async def _show_members(client: ChatClient, room: str, screen: _Screen) -> None:
+    try:
+        members = await client.members(room)
+    except HelloError as error:
+        screen.notice(f"/who failed: {error}", error=True)
+        return
+    listed = ", ".join(member_line(m) for m in sorted(members, key=lambda m: m.user))
+    screen.notice(f"in {room} ({len(members)}): {listed}")
 
 
 async def _send_lines(
     lines: asyncio.Queue[str | None],
     client: ChatClient,
     subscription: Subscription,
+    name: str,
     screen: _Screen,
     session: PromptSession[str],
 ) -> None:
@@ -264,14 +315,18 @@ async def _send_lines(
                 return
             if command == "/help":
                 screen.help()
+            elif command == "/who":
+                await _show_members(client, room, screen)
             else:
                 screen.notice(f"unknown command {command}; /help lists the commands", error=True)
             continue
         text = line.lstrip()[1:] if stripped.startswith("//") else line
         try:
-            await client.send(room, me, text)
+            await client.send(room, me, text, name=name)
         except ServerUnavailable as error:
-            raise ServerUnavailable(f"left {room}: {error}") from None
+            # The room's reader rejoins (or gives up and ends the room); this
+            # line is not retried, since it may have arrived after all.
+            screen.notice(f"not sent (disconnected: {error}); Up recalls it", error=True)
         except HelloError as error:
             # The line was refused (too long, or a race with leaving); the
             # room goes on and the line is still in the history (Up).

@@ -7,6 +7,7 @@ listen --json`` (a real member) or sent through the library.
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from hello_client.address import server_target
 from tests.support import TIMEOUT
-from tests.support.processes import ServerProcess
+from tests.support.processes import ServerProcess, server_process
 from tests.support.terminal import (
     Listener,
     assert_one_error_line,
@@ -105,7 +106,7 @@ class TestListen:
             assert listener.stdout.get(timeout=TIMEOUT) is None  # nothing after the 2nd
         finally:
             listener.stop()
-        assert set(first) == {"id", "room", "text", "timestamp", "seq"}
+        assert set(first) == {"id", "name", "room", "text", "timestamp", "seq"}
         assert (first["id"], first["room"], first["text"]) == ("bob", "listen-json", "m1")
         assert [first["seq"], second["seq"]] == seqs
         assert second["text"] == "m2"
@@ -156,6 +157,76 @@ class TestListen:
         result = run_chat(["listen", "--server", dead_address, "--room", "r", "--user", "u"])
         assert result.returncode == 3
         assert_one_error_line(result, "cannot reach server")
+
+
+class TestNamesHistoryWho:
+    def test_send_and_piped_lines_carry_the_name(self, daemon: ServerProcess) -> None:
+        with listening(daemon.address, "named") as observer:
+            result = run_chat(["send", *who(daemon, "named"), "--name", "Alice L", "hi"])
+            assert result.returncode == 0, result.stderr
+            piped = run_chat([*who(daemon, "named", "bob"), "--name", "Bob"], stdin="yo\n")
+            assert piped.returncode == 0, piped.stderr
+            first, second = observer.next_message(), observer.next_message()
+        assert (first["id"], first["name"], first["text"]) == ("alice", "Alice L", "hi")
+        assert (second["id"], second["name"], second["text"]) == ("bob", "Bob", "yo")
+
+    def test_listen_history_prints_earlier_messages_first(self, daemon: ServerProcess) -> None:
+        with listening(daemon.address, "told") as observer:
+            for n in range(4):
+                send(daemon.address, "told", "bob", f"m{n}")
+            assert [observer.next_text() for _ in range(4)] == ["m0", "m1", "m2", "m3"]
+            late = Listener(daemon.address, "told", "late", ["--history", "2", "--count", "3"])
+            try:
+                late.wait_joined()
+                send(daemon.address, "told", "bob", "live")
+                texts = [late.next_text() for _ in range(3)]
+                assert late.process.wait(TIMEOUT) == 0
+            finally:
+                late.stop()
+        assert texts == ["m2", "m3", "live"]
+
+    def test_who_lists_members_as_lines_and_json(self, daemon: ServerProcess) -> None:
+        with listening(daemon.address, "crowd", "ann"), listening(daemon.address, "crowd", "bob"):
+            plain = run_chat(["who", "--server", daemon.address, "--room", "crowd"])
+            as_json = run_chat(["who", "--server", daemon.address, "--room", "crowd", "--json"])
+        assert (plain.returncode, plain.stdout, plain.stderr) == (0, "ann\nbob\n", "")
+        rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+        assert [(r["id"], r["name"], r["sessions"]) for r in rows] == [
+            ("ann", "", 1),
+            ("bob", "", 1),
+        ]
+        assert all(r["since"].endswith("Z") for r in rows)
+
+    def test_who_in_an_empty_room_is_exit_1(self, daemon: ServerProcess) -> None:
+        result = run_chat(["who", "--server", daemon.address, "--room", "nobody"])
+        assert_one_error_line(result, "does not exist")
+        assert result.returncode == 1
+
+
+class TestListenAcrossRestart:
+    def test_listen_rejoins_a_restarted_server_and_reports_the_gap(self) -> None:
+        """stderr says lost/rejoined/may be missing; --count reached after that: exit 4."""
+        with server_process() as first:
+            port = first.address.rsplit(":", 1)[1]
+            listener = Listener(first.address, "kept", "logger", ["--count", "2"])
+            try:
+                listener.wait_joined()
+                send(first.address, "kept", "bob", "before")
+                assert listener.next_text() == "before"
+                first.signal(signal.SIGTERM)
+                assert "reconnecting" in listener.next_err_line()
+                assert first.wait() == 0
+                with server_process(["--port", port]) as second:
+                    line = listener.next_err_line()
+                    assert line == (
+                        "hello-chat: warning: rejoined kept; messages sent meanwhile may be missing"
+                    )
+                    send(second.address, "kept", "bob", "after")
+                    assert listener.next_message()["seq"] == 1
+                    assert listener.process.wait(TIMEOUT) == 4
+                    assert "may be missing" in listener.drain_stderr().splitlines()[-1]
+            finally:
+                listener.stop()
 
 
 class TestPipedInput:
@@ -246,7 +317,7 @@ class TestUsage:
             (["send", "--room", "r", "--user", "u"], "TEXT"),
             (["--bogus"], "no such option: --bogus"),
             (["listen", "--bogus"], "no such option: --bogus"),
-            (["--name", "n", "send", "--room", "r", "--user", "u", "x"], "send does not join"),
+            (["who"], "missing --room (see hello-chat who --help)"),
             (["shout"], "no such command"),
         ],
     )
