@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
+import grpc
 import pytest
 
 from hello_client import (
@@ -23,6 +25,7 @@ from hello_client import (
     ServerUnavailable,
     Subscription,
 )
+from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, ServerConfig, run_server
 from tests.support import within
 from tests.support.network import TcpProxy
@@ -193,3 +196,82 @@ class TestReconnect:
             waiting = asyncio.create_task(room.next_event())
             await room.close()
             assert await within(waiting) is None
+
+
+class _OriginalServer:
+    """A server of the original protocol: Join and SendMessage only, no join headers.
+
+    Stands in for the servers written before issue 8, which the real one no
+    longer is; ``end_streams`` ends every Join with UNAVAILABLE, as a drain does.
+    """
+
+    def __init__(self) -> None:
+        self.members: list[asyncio.Queue[pb.Message | None]] = []
+        self.server = grpc.aio.server()
+        handlers = {
+            "Join": grpc.unary_stream_rpc_method_handler(
+                self._join,
+                request_deserializer=pb.JoinRequest.FromString,
+                response_serializer=pb.Message.SerializeToString,
+            ),
+            "SendMessage": grpc.unary_unary_rpc_method_handler(
+                self._send,
+                request_deserializer=pb.Message.FromString,
+                response_serializer=pb.Exit.SerializeToString,
+            ),
+        }
+        self.server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("hello.ChatRoom", handlers),)
+        )
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.joined = asyncio.Event()
+
+    async def _join(
+        self, request: pb.JoinRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.Message]:
+        inbox: asyncio.Queue[pb.Message | None] = asyncio.Queue()
+        self.members.append(inbox)
+        await context.send_initial_metadata(())  # the acknowledgement, with no hello headers
+        self.joined.set()
+        try:
+            while (message := await inbox.get()) is not None:
+                yield message
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
+        finally:
+            self.members.remove(inbox)
+
+    async def _send(
+        self, request: pb.Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Exit:
+        for inbox in self.members:
+            inbox.put_nowait(request)  # no seq, no timestamp: the original server's way
+        return pb.Exit(success=True)
+
+    def end_streams(self) -> None:
+        self.joined.clear()
+        for inbox in self.members:
+            inbox.put_nowait(None)
+
+
+class TestOriginalServer:
+    async def test_no_headers_degrade_quietly_and_reconnect_reports_no_recovery(self) -> None:
+        original = _OriginalServer()
+        await original.server.start()
+        try:
+            async with ChatClient(f"127.0.0.1:{original.port}") as chat:
+                room = await within(
+                    chat.join("old", "ann", history=5, presence=True, reconnect=QUICK)
+                )
+                assert (room.batched, room.epoch, room.joined_seq) == (False, "", 0)
+                await chat.send("old", "bob", "one")
+                await chat.send("old", "bob", "one")  # same seq 0 twice: nothing is dropped
+                assert [(await within(anext(room))).text for _ in range(2)] == ["one", "one"]
+                original.end_streams()
+                assert isinstance(await within(room.next_event()), Reconnecting)
+                assert await within(room.next_event()) == Reconnected(recovered=False, attempts=1)
+                await within(original.joined.wait())
+                await chat.send("old", "bob", "two")
+                assert (await within(anext(room))).text == "two"
+                await room.close()
+        finally:
+            await original.server.stop(None)
