@@ -10,6 +10,7 @@ import pytest
 from hello_server.hub import (
     Catchup,
     Envelope,
+    HistoryLimits,
     Hub,
     HubClosed,
     Member,
@@ -457,3 +458,16 @@ class TestHistoryAndPresence:
 
 def repr_b(change: PresenceChange) -> bytes:
     return f"{change.user_id}{'+' if change.joined else '-'}".encode()
+
+
+def test_history_drops_its_oldest_and_stays_compact(encoder: RecordingEncoder) -> None:
+    """Past its count bound the history keeps exactly the latest; dropped slots are reclaimed."""
+    hub = Hub(encoder, ROOMY, history=HistoryLimits(max_messages=10, max_bytes=1 << 20))
+    hub.join("lobby", "ann")
+    for n in range(1000):
+        hub.publish("lobby", "ann", str(n))
+        late = hub.enter("lobby", "bob", catchup=Catchup(history=100))
+        assert queued(late.member) == encoder.payloads[-10:]
+        hub.leave(late.member)
+    room = hub._rooms["lobby"]  # the list itself: it must not grow with the message count
+    assert len(room.history) <= 2 * 10 + 17
