@@ -255,7 +255,7 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
             client = ChatClient(address, batched=load.batched)
             stack.push_async_callback(client.close)
             async with joins:
-                subscription = await client.join(room, user)
+                subscription = await client.join(room, user, reconnect=None)
             stack.push_async_callback(subscription.close)
             return subscription
 
@@ -371,8 +371,8 @@ async def _idle(conn: Connection, load: IdleLoad) -> None:
         b = ChatClient(address, batched=load.batched)
         for client in (a, b):
             stack.push_async_callback(client.close)
-        sub_a = await a.join("probe", "a")
-        sub_b = await b.join("probe", "b")
+        sub_a = await a.join("probe", "a", reconnect=None)
+        sub_b = await b.join("probe", "b", reconnect=None)
         stack.push_async_callback(sub_a.close)
         stack.push_async_callback(sub_b.close)
         await _probe(a, sub_a, sub_b, 20)  # warm up
@@ -392,7 +392,7 @@ async def _idle(conn: Connection, load: IdleLoad) -> None:
         async def join(i: int) -> None:
             async with joins:
                 subscription = await pool[i % len(pool)].join(
-                    f"idle-{i // load.room_size}", f"idle-{i}"
+                    f"idle-{i // load.room_size}", f"idle-{i}", reconnect=None
                 )
             stack.push_async_callback(subscription.close)
             streams.append(subscription)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
@@ -85,6 +86,13 @@ class AsyncClosing:
         await self.close()
 
 
+class _Filled(enum.Enum):
+    FILLED = "filled"
+
+
+_FILLED = _Filled.FILLED
+
+
 class _Opened(NamedTuple):
     """An acknowledged join: the call, which RPC it is, and the acknowledgement's headers."""
 
@@ -146,10 +154,17 @@ class Subscription(AsyncClosing):
         return self
 
     async def __anext__(self) -> ChatMessage:
-        while (event := await self.next_event()) is not None:
-            if isinstance(event, ChatMessage):
-                return event
-        raise StopAsyncIteration
+        # The hot path of every reader: no coroutine call per message.
+        pending = self._pending
+        while True:
+            while pending:
+                event = pending.popleft()
+                if type(event) is ChatMessage:
+                    if event.seq:
+                        self.last_seq = event.seq
+                    return event
+            if await self._fill() is None:
+                raise StopAsyncIteration
 
     async def events(self) -> AsyncIterator[RoomEvent]:
         """Every event of the room, in order, until the server ends the stream."""
@@ -159,29 +174,41 @@ class Subscription(AsyncClosing):
     async def next_event(self) -> RoomEvent | None:
         """The next event; None when the stream ended (or the subscription was closed)."""
         while not self._pending:
-            if self._call is None:
-                return await self._reconnect()
-            try:
-                item = await self._call.read()
-            except grpc.aio.AioRpcError as error:
-                failure = from_rpc_error(error, self._client.target)
-                if self._retried(error.code()):
-                    self._call = None
-                    return Reconnecting(str(failure))
-                raise failure from None
-            if item is _EOF:
-                return None
-            if isinstance(item, pb.MessageBatch):
-                for message in item.messages:
-                    self._accept(message)
-                self._pending.extend(map(PresenceChange.from_proto, item.presence))
-            else:
-                assert isinstance(item, pb.Message)
-                self._accept(item)
+            outcome = await self._fill()
+            if outcome is not _FILLED:
+                return outcome
         event = self._pending.popleft()
-        if isinstance(event, ChatMessage) and event.seq:
+        if type(event) is ChatMessage and event.seq:
             self.last_seq = event.seq
         return event
+
+    async def _fill(self) -> _Filled | Reconnecting | Reconnected | None:
+        """Read the next delivery into ``_pending``, or say what happened instead.
+
+        ``_FILLED`` when something was read (it may all have been dropped as
+        already seen), a connection change, or None at the end of the stream.
+        """
+        if self._call is None:
+            return await self._reconnect()
+        try:
+            item = await self._call.read()
+        except grpc.aio.AioRpcError as error:
+            failure = from_rpc_error(error, self._client.target)
+            if self._retried(error.code()):
+                self._call = None
+                return Reconnecting(str(failure))
+            raise failure from None
+        if item is _EOF:
+            return None
+        if isinstance(item, pb.MessageBatch):
+            for message in item.messages:
+                self._accept(message)
+            if item.presence:
+                self._pending.extend(map(PresenceChange.from_proto, item.presence))
+        else:
+            assert isinstance(item, pb.Message)
+            self._accept(item)
+        return _FILLED
 
     def _accept(self, message: pb.Message) -> None:
         # Seqs are comparable only within an epoch, and only a server that
