@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -201,23 +201,30 @@ class Subscription(AsyncClosing):
         if item is _EOF:
             return None
         if isinstance(item, pb.MessageBatch):
-            for message in item.messages:
-                self._accept(message)
+            self._accept(item.messages)
             if item.presence:
                 self._pending.extend(map(PresenceChange.from_proto, item.presence))
         else:
             assert isinstance(item, pb.Message)
-            self._accept(item)
+            self._accept((item,))
         return _FILLED
 
-    def _accept(self, message: pb.Message) -> None:
-        # Seqs are comparable only within an epoch, and only a server that
-        # says its epoch numbers messages: elsewhere nothing is dropped.
-        if self.epoch:
-            if message.seq <= self._accepted_seq:
-                return  # already had it (a resume's replay overlapping)
-            self._accepted_seq = message.seq
-        self._pending.append(ChatMessage.from_proto(message))
+    def _accept(self, messages: Iterable[pb.Message]) -> None:
+        """Queue ``messages`` as ChatMessages, dropping those already had."""
+        from_proto = ChatMessage.from_proto
+        if not self.epoch:
+            # Seqs are comparable only within an epoch, and only a server
+            # that says its epoch numbers messages: elsewhere nothing is dropped.
+            self._pending.extend(map(from_proto, messages))
+            return
+        append = self._pending.append
+        floor = self._accepted_seq
+        for message in messages:
+            seq = message.seq
+            if seq > floor:  # else already had (a resume's replay overlapping)
+                append(from_proto(message))
+                floor = seq
+        self._accepted_seq = floor
 
     def _retried(self, code: grpc.StatusCode) -> bool:
         return (
