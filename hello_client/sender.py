@@ -107,26 +107,28 @@ class StreamSender(AsyncClosing):
         self._closed = False
         self._unimplemented = False
 
-    async def send(self, room: str, user: str, text: str) -> int:
+    async def send(self, room: str, user: str, text: str, *, name: str = "") -> int:
         """Send one message; return its sequence number once the server accepted it.
 
+        ``name`` is the sender's display name, as for ``ChatClient.send``.
         Input over the client's limits is refused before it is queued.
         Cancelling a send never affects the others.
         """
         if self._closed:
             raise RuntimeError("send() on a closed StreamSender")
         if self._unimplemented:
-            return await self._client.send(room, user, text)
-        self._client.check_message(room, user, text)
+            return await self._client.send(room, user, text, name=name)
+        self._client.check_message(room, user, text, name)
         ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outbox.put_nowait((pb.Message(id=user, roomID=room, message=text), ack))
+        message = pb.Message(id=user, roomID=room, message=text, name=name)
+        self._outbox.put_nowait((message, ack))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all(), name="send-stream-writer")
         try:
             return await ack
         except _Unimplemented:
             self._unimplemented = True
-            return await self._client.send(room, user, text)
+            return await self._client.send(room, user, text, name=name)
 
     async def close(self) -> None:
         """Finish after the acknowledgements still due; no task or call outlives this."""

@@ -23,6 +23,7 @@ from hello_client import (
     RoomEvent,
     RoomNotFound,
     ServerUnavailable,
+    StreamSender,
     Subscription,
 )
 from hello_protocol import hello_pb2 as pb
@@ -60,9 +61,14 @@ class TestNamesHistoryMembers:
         async with await client.join("names", "ann") as room:
             await client.send("names", "bob", "hi", name="Bob Dylan")
             await client.send("names", "carl", "yo")
-            first, second = await within(anext(room)), await within(anext(room))
-        assert (first.sender, first.name) == ("bob", "Bob Dylan")
-        assert (second.sender, second.name) == ("carl", "")
+            async with StreamSender(client) as sender:
+                await sender.send("names", "dee", "streamed", name="Dee Dee")
+            got = [await within(anext(room)) for _ in range(3)]
+        assert [(m.sender, m.name) for m in got] == [
+            ("bob", "Bob Dylan"),
+            ("carl", ""),
+            ("dee", "Dee Dee"),
+        ]
 
     async def test_history_replays_the_latest_then_live(self, client: ChatClient) -> None:
         async with await client.join("hist", "anchor") as anchor:
