@@ -30,6 +30,7 @@ from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, ServerConfig, run_server
 from tests.support import within
 from tests.support.network import TcpProxy
+from tests.support.terminal import Listener
 
 # Fast retries keep the tests short; the policy itself is the default's shape.
 QUICK = ReconnectPolicy(first_delay=0.05, max_delay=0.5, give_up_seconds=60)
@@ -281,3 +282,29 @@ class TestOriginalServer:
                 await room.close()
         finally:
             await original.server.stop(None)
+
+
+class TestListenResumes:
+    async def test_listen_json_resumes_a_dropped_connection_without_loss(
+        self, client: ChatClient, proxy: TcpProxy
+    ) -> None:
+        """The real `listen --json` behind a dropping proxy: every seq once, "no message missed"."""
+        async with await client.join("logged", "anchor"):  # keeps the room while logger is away
+            listener = Listener(proxy.address, "logged", "logger", ["--count", "20"])
+            try:
+                await asyncio.to_thread(listener.wait_joined)
+                for n in range(5):
+                    await client.send("logged", "bob", f"m{n}")
+                seen = [await asyncio.to_thread(listener.next_message) for _ in range(5)]
+                await proxy.drop()
+                for n in range(5, 20):
+                    await client.send("logged", "bob", f"m{n}")
+                seen += [await asyncio.to_thread(listener.next_message) for _ in range(15)]
+                assert await asyncio.to_thread(listener.process.wait, 30) == 0
+                errors = await asyncio.to_thread(listener.drain_stderr)
+            finally:
+                listener.stop()
+        assert [m["text"] for m in seen] == [f"m{n}" for n in range(20)]
+        assert [m["seq"] for m in seen] == list(range(1, 21))
+        assert "hello-chat: lost logged (" in errors
+        assert "hello-chat: rejoined logged; no message missed" in errors
