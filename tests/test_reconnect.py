@@ -30,7 +30,7 @@ from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, ServerConfig, run_server
 from tests.support import within
 from tests.support.network import TcpProxy
-from tests.support.terminal import Listener
+from tests.support.terminal import TMUX, Listener, Tmux
 
 # Fast retries keep the tests short; the policy itself is the default's shape.
 QUICK = ReconnectPolicy(first_delay=0.05, max_delay=0.5, give_up_seconds=60)
@@ -308,3 +308,27 @@ class TestListenResumes:
         assert [m["seq"] for m in seen] == list(range(1, 21))
         assert "hello-chat: lost logged (" in errors
         assert "hello-chat: rejoined logged; no message missed" in errors
+
+
+@pytest.mark.skipif(TMUX is None, reason="the terminal tests drive tmux")
+class TestRoomAcrossADrop:
+    async def test_the_room_says_reconnecting_then_nothing_missed(
+        self, client: ChatClient, proxy: TcpProxy
+    ) -> None:
+        """The interactive room behind a dropping proxy: the two status lines, then the message."""
+        term = Tmux()
+        try:
+            async with await client.join("steady", "anchor"):
+                args = ["--server", proxy.address, "--room", "steady", "--user", "ola"]
+                term.start("ola", args)
+                await asyncio.to_thread(term.wait_for, "ola", "[steady] ola>")
+                await proxy.drop()
+                await asyncio.to_thread(term.wait_for, "ola", "reconnecting…")
+                await client.send("steady", "bob", "while you were out")
+                await asyncio.to_thread(term.wait_for, "ola", "reconnected, nothing missed")
+                await asyncio.to_thread(term.wait_for, "ola", "bob: while you were out")
+                term.type("ola", "/quit")
+                term.keys("ola", "Enter")
+                assert await asyncio.to_thread(term.wait_exit, "ola") == 0
+        finally:
+            term.close()
