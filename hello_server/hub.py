@@ -230,8 +230,6 @@ class _Room:
 class RoomHub(Protocol):
     """What the gRPC service needs from a room backend."""
 
-    def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member: ...
-
     def enter(
         self,
         room_id: str,
@@ -288,7 +286,7 @@ class Hub:
     # -- membership ---------------------------------------------------------
 
     def join(self, room_id: str, user_id: str, name: str = "", connection: str = "") -> Member:
-        """Add a member to ``room_id``, creating the room if it does not exist."""
+        """`enter` without a replay or presence, returning just the member (for embedding)."""
         return self.enter(room_id, user_id, name, connection).member
 
     def enter(
