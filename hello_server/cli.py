@@ -26,6 +26,7 @@ from hello_protocol.wire import (
 )
 from hello_server.config import (
     DEFAULT_CONNECTION_QUEUE_BYTES,
+    DEFAULT_HISTORY_BUDGET,
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_MESSAGES,
     DEFAULT_LINGER_SECONDS,
@@ -143,6 +144,13 @@ def serve(
             envvar="HELLO_HISTORY_BYTES", help="Bytes of messages each room keeps at most."
         ),
     ] = DEFAULT_HISTORY_BYTES,
+    history_budget: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_HISTORY_BUDGET",
+            help="Bytes of messages all rooms keep together; past it the largest lose their oldest.",
+        ),
+    ] = DEFAULT_HISTORY_BUDGET,
     room_ttl: Annotated[
         float,
         typer.Option(
@@ -228,6 +236,7 @@ def serve(
             stalled_close_seconds=stalled_close_seconds,
             history=HistoryLimits(max_messages=history_size, max_bytes=history_bytes),
             room_ttl_seconds=room_ttl,
+            history_budget_bytes=history_budget,
             transport=TransportLimits(
                 max_connections=max_connections,
                 max_streams_per_connection=max_streams_per_connection,

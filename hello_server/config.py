@@ -52,6 +52,12 @@ DEFAULT_STALLED_CLOSE_SECONDS = 5.0
 # bytes objects the members got: no copies.
 DEFAULT_HISTORY_MESSAGES = 500
 DEFAULT_HISTORY_BYTES = 1024 * 1024
+# Bytes of messages all rooms' histories keep together: as much as the member
+# budget, so that history can at most double what messages pin; 2,600 rooms of
+# typical chat lines keep their full history, and 10,000 busy rooms no longer
+# take ~1.5 GB (docs/benchmarks.md, "History memory"). Past it the largest
+# histories lose their oldest messages first.
+DEFAULT_HISTORY_BUDGET = 256 * 1024 * 1024
 # How long a room whose last member left keeps its epoch, seq and history:
 # by default it ends with its last member, as it always did.
 DEFAULT_ROOM_TTL_SECONDS = 0.0
@@ -84,6 +90,7 @@ class ServerConfig:
         default_factory=lambda: HistoryLimits(DEFAULT_HISTORY_MESSAGES, DEFAULT_HISTORY_BYTES)
     )
     room_ttl_seconds: float = DEFAULT_ROOM_TTL_SECONDS
+    history_budget_bytes: int = DEFAULT_HISTORY_BUDGET
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -115,6 +122,11 @@ class ServerConfig:
             raise ConfigError("history size must not be negative (0 keeps no history)")
         if self.history.max_bytes < 0:
             raise ConfigError("history byte bound must not be negative")
+        if self.history_budget_bytes < self.history.max_bytes:
+            raise ConfigError(
+                f"history budget ({self.history_budget_bytes}) must hold at least one "
+                f"room's full history ({self.history.max_bytes} bytes)"
+            )
         if not 0 <= self.room_ttl_seconds <= MAX_ROOM_TTL_SECONDS:
             raise ConfigError(f"room TTL must be between 0 and {MAX_ROOM_TTL_SECONDS} s")
         if not 0 < self.stalled_close_seconds <= 3600:

@@ -13,7 +13,9 @@ seq it saw (resume: ``since_seq`` + ``epoch``). `join` queues that replay in
 the new member's mailbox before it returns, without awaiting, so the replay
 ends exactly where live delivery starts. With a room TTL, a room whose last
 member left keeps its epoch, seq and history for that long (one timer per
-empty room), then is freed.
+empty room), then is freed. A server-wide history budget bounds what all
+rooms keep together: past it, the largest histories lose their oldest
+messages first (see `_enforce_history_budget`).
 
 Presence: the hub counts each user's sessions per room and, when a user's
 first session joins or its last leaves, queues a presence record for the
@@ -31,6 +33,7 @@ nodes) implement the same `RoomHub` protocol.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import secrets
@@ -262,12 +265,18 @@ class Hub:
         history: HistoryLimits | None = None,
         room_ttl: float = 0.0,
         encode_presence: PresenceEncoder | None = None,
+        history_budget: int | None = None,
     ) -> None:
         self._encode = encode
         self._encode_presence = encode_presence
         self._limits = limits
         self._history = history or HistoryLimits()
         self._room_ttl = room_ttl
+        # Bytes all rooms' histories hold together (the sum of their
+        # ``history_bytes``), kept up to date on append, trim and free, and
+        # the most they may hold (None: no server-wide bound).
+        self._history_total = 0
+        self._history_budget = history_budget
         self._budget = budget
         self._on_evict = on_evict
         self._rooms: dict[str, _Room] = {}
@@ -405,6 +414,7 @@ class Hub:
             room.expiry.cancel()
             room.expiry = None
         del self._rooms[room.room_id]
+        self._history_total -= room.history_bytes
         log.debug("room %r deleted", room.room_id)
 
     def _announce(self, room: _Room, change: PresenceChange) -> None:
@@ -456,20 +466,57 @@ class Hub:
         limits = self._history
         if limits.max_messages <= 0:
             return
-        history = room.history
-        history.append(payload)
+        room.history.append(payload)
         room.history_bytes += len(payload)
+        self._history_total += len(payload)
+        while room.kept > limits.max_messages or room.history_bytes > limits.max_bytes:
+            self._drop_oldest(room)
+        self._compact(room)
+        budget = self._history_budget
+        if budget is not None and self._history_total > budget:
+            self._enforce_history_budget(budget)
+
+    def _drop_oldest(self, room: _Room) -> None:
+        """Forget the room's oldest kept payload; its slot goes at the next compaction."""
         start = room.history_start
-        while len(history) - start > limits.max_messages or room.history_bytes > limits.max_bytes:
-            dropped = history[start]
-            assert dropped is not None  # slots from the start on are kept payloads
-            history[start] = None  # the payload goes now, its slot at the next compaction
-            start += 1
-            room.history_bytes -= len(dropped)
-        if start > 16 and 2 * start > len(history):
-            del history[:start]
-            start = 0
-        room.history_start = start
+        dropped = room.history[start]
+        assert dropped is not None  # slots from the start on are kept payloads
+        room.history[start] = None
+        room.history_start = start + 1
+        room.history_bytes -= len(dropped)
+        self._history_total -= len(dropped)
+
+    @staticmethod
+    def _compact(room: _Room) -> None:
+        start = room.history_start
+        if start > 16 and 2 * start > len(room.history):
+            del room.history[:start]
+            room.history_start = 0
+
+    def _enforce_history_budget(self, budget: int) -> None:
+        """Past the budget, trim the largest histories, oldest first, to 7/8 of it.
+
+        Finding the largest visits every room, so it runs only past the
+        budget, and trims to 7/8 so that the next run is at least budget/8
+        appended bytes away: the scan is amortised over those appends. The
+        heap hands out the largest history each time, so the largest rooms
+        shrink towards one another; small rooms keep theirs.
+        """
+        target = budget - budget // 8
+        heap = [
+            (-room.history_bytes, room.room_id, room)
+            for room in self._rooms.values()
+            if room.history_bytes
+        ]
+        heapq.heapify(heap)
+        trimmed = len(heap)
+        while self._history_total > target and heap:
+            _, room_id, room = heapq.heappop(heap)
+            self._drop_oldest(room)
+            self._compact(room)
+            if room.history_bytes:
+                heapq.heappush(heap, (-room.history_bytes, room_id, room))
+        log.debug("history over %d bytes: trimmed among %d rooms", budget, trimmed)
 
     def _evict(self, member: Member, detail: str) -> None:
         member.mailbox.close(CloseReason.EVICTED, detail)
@@ -530,6 +577,11 @@ class Hub:
                 if held > most and (connections is None or member.connection in connections):
                     worst, most = member, held
         return worst
+
+    @property
+    def history_bytes(self) -> int:
+        """Bytes all rooms' histories hold together (`Usage.history`, without a scan)."""
+        return self._history_total
 
     def memory_usage(self) -> Usage:
         """Measure the distinct bytes rooms and members pin, in all and per connection."""

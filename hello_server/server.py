@@ -58,6 +58,7 @@ class ChatServer:
             history=config.history,
             room_ttl=config.room_ttl_seconds,
             encode_presence=encode_presence,
+            history_budget=config.history_budget_bytes,
         )
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -49,3 +49,8 @@ class TestQueueByteBound:
             [message] = await read_messages(member, 1)
             assert (message.roomID, message.id, message.message) == (room, sender, text)
             member.cancel()
+
+
+def test_a_history_budget_below_one_rooms_history_is_refused() -> None:
+    with pytest.raises(ConfigError, match="history budget"):
+        ServerConfig(history_budget_bytes=1024)

@@ -471,3 +471,83 @@ def test_history_drops_its_oldest_and_stays_compact(encoder: RecordingEncoder) -
         hub.leave(late.member)
     room = hub._rooms["lobby"]  # the list itself: it must not grow with the message count
     assert len(room.history) <= 2 * 10 + 17
+
+
+class TestHistoryBudget:
+    """Issue 8, "Memory stays bounded": all rooms' histories together stay under a budget."""
+
+    @staticmethod
+    def fill(hub: Hub, room: str, count: int, size: int) -> Member:
+        """Join ``room`` and publish ``count`` messages of ``size`` characters; return the member."""
+        member = hub.join(room, "ann")
+        for _ in range(count):
+            hub.publish(room, "ann", "x" * size)
+        return member
+
+    def test_the_total_never_exceeds_the_budget_across_many_rooms(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        budget = 20_000
+        hub = Hub(encoder, ROOMY, history=HistoryLimits(50, 4096), history_budget=budget)
+        for n in range(200):
+            hub.join(f"r{n}", "ann")
+        most = 0
+        for turn in range(20):
+            for n in range(200):
+                hub.publish(f"r{n}", "ann", "x" * (n % 40 + turn))
+                assert hub.history_bytes <= budget
+                most = max(most, hub.history_bytes)
+        assert most > budget * 7 // 8  # the budget was reached, so it was enforced
+        assert hub.history_bytes == hub.memory_usage().history  # the running total is exact
+
+    def test_the_largest_history_is_trimmed_first(self, encoder: RecordingEncoder) -> None:
+        hub = Hub(encoder, ROOMY, history=HistoryLimits(500, 1 << 20), history_budget=10_000)
+        self.fill(hub, "big", 40, 200)  # ~8.2 KB
+        self.fill(hub, "small", 10, 10)  # ~150 bytes
+        small = hub._rooms["small"]
+        kept, small_bytes = small.kept, small.history_bytes
+        self.fill(hub, "medium", 10, 200)  # passes 10,000: "big" pays
+        big, medium = hub._rooms["big"], hub._rooms["medium"]
+        assert hub.history_bytes <= 10_000
+        assert (small.kept, small.history_bytes) == (kept, small_bytes)
+        assert medium.kept == 10
+        assert 0 < big.kept < 40
+        late = hub.enter("big", "bob", catchup=Catchup(history=100))
+        assert queued(late.member) == big.latest(big.kept)  # the latest, so the oldest went
+
+    def test_a_resume_into_trimmed_history_is_not_recovered(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        hub = Hub(encoder, ROOMY, history=HistoryLimits(500, 1 << 20), history_budget=10_000)
+        self.fill(hub, "lobby", 40, 200)
+        self.fill(hub, "other", 10, 200)  # passes the budget: "lobby" loses its oldest
+        room = hub._rooms["lobby"]
+        epoch, first_kept = room.epoch, room.last_seq - room.kept + 1
+        assert first_kept > 1
+        gone = hub.enter("lobby", "bob", catchup=Catchup(since_seq=first_kept - 2, epoch=epoch))
+        assert gone.recovered is False
+        assert queued(gone.member) == []
+        back = hub.enter("lobby", "cy", catchup=Catchup(since_seq=first_kept - 1, epoch=epoch))
+        assert back.recovered is True
+        assert queued(back.member) == encoder.payloads[first_kept - 1 : 40]
+
+    def test_the_total_returns_to_zero_when_rooms_are_freed(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        hub = Hub(encoder, ROOMY, history_budget=1 << 20)
+        members = [self.fill(hub, f"r{n}", 5, 20) for n in range(50)]
+        assert hub.history_bytes > 0
+        for member in members:
+            hub.leave(member)
+        assert (hub.room_count, hub.history_bytes) == (0, 0)
+
+    async def test_the_total_returns_to_zero_when_retained_rooms_expire(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        hub = Hub(encoder, ROOMY, room_ttl=0.01, history_budget=1 << 20)
+        members = [self.fill(hub, f"r{n}", 5, 20) for n in range(50)]
+        for member in members:
+            hub.leave(member)
+        assert hub.history_bytes == hub.memory_usage().history > 0  # kept for the TTL
+        await within(hub.wait_until(lambda: hub.room_count == 0))
+        assert hub.history_bytes == 0
