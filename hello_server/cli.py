@@ -148,7 +148,7 @@ def serve(
         int,
         typer.Option(
             envvar="HELLO_HISTORY_BUDGET",
-            help="Bytes of messages all rooms keep together; past it the largest lose their oldest.",
+            help="Bytes of messages all rooms keep together; past it the largest lose the oldest.",
         ),
     ] = DEFAULT_HISTORY_BUDGET,
     room_ttl: Annotated[

@@ -478,7 +478,7 @@ class TestHistoryBudget:
 
     @staticmethod
     def fill(hub: Hub, room: str, count: int, size: int) -> Member:
-        """Join ``room`` and publish ``count`` messages of ``size`` characters; return the member."""
+        """Join ``room``, publish ``count`` messages of ``size`` characters; return the member."""
         member = hub.join(room, "ann")
         for _ in range(count):
             hub.publish(room, "ann", "x" * size)
