@@ -516,7 +516,7 @@ class Hub:
             self._compact(room)
             if room.history_bytes:
                 heapq.heappush(heap, (-room.history_bytes, room_id, room))
-        log.debug("history over %d bytes: trimmed among %d rooms", budget, trimmed)
+        log.debug("histories over %d bytes: trimmed the largest of %d", budget, trimmed)
 
     def _evict(self, member: Member, detail: str) -> None:
         member.mailbox.close(CloseReason.EVICTED, detail)

@@ -10,12 +10,13 @@ up per member. Evicted members still stuck in a write count in full.
 A room also pins its history (`hello_server.hub.HistoryLimits`): the same
 payload objects, the room's latest ones, so again a suffix of its stream: the
 room pins the larger of its history and its largest member's share
-(`Usage.pinned`). History is bounded per room by its own limits and is not
-what the member budgets are for: they bound how far members fall behind,
-together and per connection, and compare what members pin counted as if
-there were no history (`Usage.total`), so that they evict exactly as without
-history; a member evicted within the history frees its bytes when the
-history moves past them.
+(`Usage.pinned`). History is bounded per room by its own limits, and all
+rooms' together by the history budget (`Hub.history_bytes`, a running
+total); neither is what the member budgets are for: they bound how far
+members fall behind, together and per connection, and compare what members
+pin counted as if there were no history (`Usage.total`), so that they evict
+exactly as without history; a member evicted within the history frees its
+bytes when the history moves past them.
 
 Measuring visits every member, so the hub does it only when a cheap upper
 bound (last measurement plus everything published or copied since) crosses
