@@ -226,6 +226,11 @@ class TestBadOptions:
             ),
             (["--port", "0", "--max-id-chars", "0"], {}, "id length limit must be at least 1"),
             (["--port", "0"], {"HELLO_HISTORY_SIZE": "-1"}, "history size must not be negative"),
+            (
+                ["--port", "0"],
+                {"HELLO_HISTORY_BUDGET": "1000"},
+                "history budget (1000) must hold at least one room's full history",
+            ),
             (["--port", "0", "--room-ttl", "-1"], {}, "room TTL must be between 0 and"),
         ],
         ids=[
@@ -240,6 +245,7 @@ class TestBadOptions:
             "max-message-bytes",
             "max-id-chars",
             "HELLO_HISTORY_SIZE",
+            "HELLO_HISTORY_BUDGET",
             "room-ttl",
         ],
     )
