@@ -30,8 +30,8 @@ DEFAULT_QUEUE_BYTES = 1024 * 1024
 
 # Bytes of messages waiting for all members together: 256 full member queues,
 # or ~3,800 maximum-size messages, on top of the server's own ~100 MB; past
-# it the member holding the most is evicted. Sized so that the whole server
-# fits a 512 MB container (docs/hardening.md).
+# it the member holding the most is evicted. With the history budget as well,
+# the whole server stays within about 1 GB (docs/hardening.md).
 DEFAULT_MEMORY_BUDGET = 256 * 1024 * 1024
 # ...and for all members on one client connection: 16 full member queues. A
 # client in many rooms rarely has all of them full at once; one that stops
