@@ -27,9 +27,8 @@ from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import unquote
 
-import psutil
-
 from hello_server.mailbox import Mailbox
+from hello_server.transport import server_connections
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +150,8 @@ def shut_down_connection(peer: str, local_port: int) -> bool:
     address = parse_peer(peer)
     if address is None:
         return False
-    for conn in psutil.Process().net_connections(kind="tcp"):
-        if conn.fd < 0 or not conn.raddr or conn.laddr.port != local_port:
+    for conn in server_connections(local_port):
+        if conn.fd < 0:
             continue
         if _normalise(conn.raddr.ip, conn.raddr.port) != address:
             continue

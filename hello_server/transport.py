@@ -167,13 +167,18 @@ def open_descriptors() -> int:
         return 0
 
 
+def server_connections(port: int) -> list[psutil._ntuples.pconn]:
+    """This process's TCP sockets connected to a peer on local ``port`` (a socket-table scan)."""
+    return [
+        conn
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.laddr and conn.laddr.port == port
+    ]
+
+
 def established_connections(port: int) -> int:
     """Established TCP connections of this process on local ``port``."""
-    return sum(
-        1
-        for conn in psutil.Process().net_connections(kind="tcp")
-        if conn.status == psutil.CONN_ESTABLISHED and conn.laddr and conn.laddr.port == port
-    )
+    return sum(1 for conn in server_connections(port) if conn.status == psutil.CONN_ESTABLISHED)
 
 
 class ConnectionCapWatch:

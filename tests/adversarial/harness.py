@@ -37,7 +37,8 @@ from hyperframe.frame import (
 )
 
 from hello_protocol import hello_pb2 as pb
-from hello_protocol.wire import CLIENT_KEEPALIVE_OPTIONS, JOIN_METHOD
+from hello_protocol.wire import JOIN_METHOD
+from tests.support.calls import open_channel
 from tests.support.processes import ServerProcess, server_process
 
 PROBE_DEADLINE = 1.0  # seconds for one bystander Join + SendMessage + delivery
@@ -158,9 +159,8 @@ class Bystander:
 
     async def _probe_on_channel(self, probes: int | None) -> None:
         """Probe on one channel: ``probes`` times, or until stopped."""
-        # A local subchannel pool: a fresh channel really is a fresh connection.
-        options = [*CLIENT_KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
-        async with grpc.aio.insecure_channel(self._address, options=options) as channel:
+        # A fresh channel really is a fresh connection.
+        async with open_channel(self._address, own_connection=True) as channel:
             join = channel.unary_stream(
                 JOIN_METHOD,
                 request_serializer=pb.JoinRequest.SerializeToString,

@@ -179,16 +179,21 @@ async def hub_until(server: ChatServer, predicate: Callable[[], bool]) -> None:
 # -- channels -------------------------------------------------------------------
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """A channel as hello's own client configures one (keepalive agreed with the server)."""
-    return grpc.aio.insecure_channel(address, options=CLIENT_KEEPALIVE_OPTIONS)
+def open_channel(address: str, *, own_connection: bool = False) -> grpc.aio.Channel:
+    """A channel as hello's own client configures one (keepalive agreed with the server).
+
+    Channels with equal arguments share one TCP connection through gRPC's
+    global subchannel pool; ``own_connection`` gives this one a local pool,
+    and so a connection of its own.
+    """
+    options = [*CLIENT_KEEPALIVE_OPTIONS]
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    return grpc.aio.insecure_channel(address, options=options)
 
 
 @contextlib.asynccontextmanager
 async def open_stub(address: str) -> AsyncIterator[Stub]:
     """A stub on its own channel (its own TCP connection), closed on exit."""
-    # Channels with equal arguments share one connection through gRPC's global
-    # subchannel pool; a local pool gives this one its own.
-    options = (*CLIENT_KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1))
-    async with grpc.aio.insecure_channel(address, options=options) as chan:
+    async with open_channel(address, own_connection=True) as chan:
         yield hello_pb2_grpc.ChatRoomStub(chan)
