@@ -217,6 +217,22 @@ def serve(
             envvar="HELLO_MAX_METADATA_BYTES", help="Largest header block of one request."
         ),
     ] = DEFAULT_MAX_METADATA_BYTES,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HELLO_REDIS_URL",
+            help="Share rooms with other servers through Redis "
+            "(redis://, rediss:// or unix:// URL) [default: rooms in this process only]",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_WORKERS",
+            help="Server processes sharing the port; more than 1 needs --redis.",
+        ),
+    ] = 1,
     _version: Annotated[
         bool,
         typer.Option(
@@ -248,6 +264,8 @@ def serve(
             grace_seconds=grace,
             batch_linger_seconds=batch_linger_ms / 1000,
             log_level=log_level.lower(),
+            redis_url=redis,
+            workers=workers,
         )
     except (ConfigError, ValueError) as error:
         typer.echo(f"hello-server: error: {error}", err=True)

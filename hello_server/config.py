@@ -64,6 +64,9 @@ DEFAULT_ROOM_TTL_SECONDS = 0.0
 MAX_ROOM_TTL_SECONDS = 7 * 24 * 3600
 
 
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 class ConfigError(ValueError):
     """A setting is out of range; the text names the setting."""
 
@@ -91,6 +94,10 @@ class ServerConfig:
     )
     room_ttl_seconds: float = DEFAULT_ROOM_TTL_SECONDS
     history_budget_bytes: int = DEFAULT_HISTORY_BUDGET
+    # The shared Redis backend (None: rooms live in this process only).
+    redis_url: str | None = None
+    # Server processes sharing the port (SO_REUSEPORT); more than one needs Redis.
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -135,6 +142,17 @@ class ServerConfig:
             raise ConfigError("batch linger must be between 0 and 1000 ms")
         if self.grace_seconds < 0:
             raise ConfigError("grace period must not be negative")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_URL_SCHEMES):
+            raise ConfigError(
+                f"Redis URL {self.redis_url!r} must start with one of "
+                f"{', '.join(REDIS_URL_SCHEMES)}"
+            )
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.workers > 1 and self.redis_url is None:
+            raise ConfigError(
+                f"--workers {self.workers} needs --redis: workers share rooms through Redis"
+            )
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
 

@@ -54,3 +54,14 @@ class TestQueueByteBound:
 def test_a_history_budget_below_one_rooms_history_is_refused() -> None:
     with pytest.raises(ConfigError, match="history budget"):
         ServerConfig(history_budget_bytes=1024)
+
+
+def test_a_redis_url_of_another_scheme_is_refused_naming_the_schemes() -> None:
+    with pytest.raises(ConfigError, match=r"redis://, rediss://, unix://"):
+        ServerConfig(port=0, redis_url="http://127.0.0.1:6379")
+
+
+def test_several_workers_without_redis_is_refused_naming_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--workers 2 needs --redis"):
+        ServerConfig(port=0, workers=2)
+    ServerConfig(port=0, workers=2, redis_url="redis://127.0.0.1:6379")
