@@ -30,6 +30,9 @@ MEMBERS_METHOD = f"/{SERVICE_NAME}/Members"
 EPOCH_HEADER = "hello-epoch"
 SEQ_HEADER = "hello-seq"
 RECOVERED_HEADER = "hello-recovered"
+# Trailing metadata of a call refused RESOURCE_EXHAUSTED for sending too fast:
+# how many milliseconds to wait before the next message will be accepted.
+RETRY_AFTER_HEADER = "retry-after-ms"
 
 DEFAULT_PORT = 8080
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"

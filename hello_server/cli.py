@@ -24,12 +24,14 @@ from hello_protocol.wire import (
     DEFAULT_MAX_TEXT_BYTES,
     DEFAULT_PORT,
 )
+from hello_server import logs
 from hello_server.config import (
     DEFAULT_CONNECTION_QUEUE_BYTES,
     DEFAULT_HISTORY_BUDGET,
     DEFAULT_HISTORY_BYTES,
     DEFAULT_HISTORY_MESSAGES,
     DEFAULT_LINGER_SECONDS,
+    DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MEMORY_BUDGET,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
@@ -40,6 +42,13 @@ from hello_server.config import (
     ServerConfig,
 )
 from hello_server.hub import HistoryLimits, QueueLimits
+from hello_server.limits import (
+    DEFAULT_MAX_ROOMS_PER_USER,
+    DEFAULT_MAX_STREAMS_PER_USER,
+    DEFAULT_SEND_BURST,
+    DEFAULT_SEND_RATE,
+    UserLimits,
+)
 from hello_server.server import BindError, ChatServer
 from hello_server.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
@@ -233,6 +242,57 @@ def serve(
             help="Server processes sharing the port; more than 1 needs --redis.",
         ),
     ] = 1,
+    send_rate: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_SEND_RATE",
+            help="Messages per second one user may send, on average (0: no limit).",
+        ),
+    ] = DEFAULT_SEND_RATE,
+    send_burst: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_SEND_BURST",
+            help="Messages one user may send at once above --send-rate.",
+        ),
+    ] = DEFAULT_SEND_BURST,
+    max_streams_per_user: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MAX_STREAMS_PER_USER",
+            help="Join and Subscribe streams one user may hold at once (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_STREAMS_PER_USER,
+    max_rooms_per_user: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MAX_ROOMS_PER_USER",
+            help="Rooms one user may be in at once (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_ROOMS_PER_USER,
+    max_concurrent_rpcs: Annotated[
+        int,
+        typer.Option(
+            envvar="HELLO_MAX_CONCURRENT_RPCS",
+            help="Calls in progress server-wide, open streams included (0: no limit).",
+        ),
+    ] = DEFAULT_MAX_CONCURRENT_RPCS,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="HELLO_METRICS_PORT",
+            help="Serve Prometheus metrics at /metrics on this port of --host "
+            "(0: any free port, logged) [default: off]",
+            show_default=False,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="HELLO_LOG_FORMAT",
+            help=f"One of {', '.join(logs.LOG_FORMATS)}: json is one object per line.",
+        ),
+    ] = "text",
     _version: Annotated[
         bool,
         typer.Option(
@@ -266,18 +326,20 @@ def serve(
             log_level=log_level.lower(),
             redis_url=redis,
             workers=workers,
+            user_limits=UserLimits(
+                send_rate=send_rate,
+                send_burst=send_burst,
+                max_streams_per_user=max_streams_per_user,
+                max_rooms_per_user=max_rooms_per_user,
+            ),
+            max_concurrent_rpcs=max_concurrent_rpcs,
+            metrics_port=metrics_port,
+            log_format=log_format.lower(),
         )
     except (ConfigError, ValueError) as error:
         typer.echo(f"hello-server: error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    # Other libraries (asyncio, grpc) stay at WARNING: --log-level debug is
-    # about hello's own joins and leaves, not their internals.
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    log.setLevel(config.logging_level)
+    logs.configure(config.log_format, config.logging_level)
     raise typer.Exit(asyncio.run(run(config)))
 
 
@@ -305,6 +367,8 @@ async def run(config: ServerConfig) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
+    if server.metrics_address is not None:
+        log.info("metrics on http://%s/metrics", server.metrics_address)
     log.info("hello-server ready on %s", server.address)
     await draining.wait()
     drain = asyncio.create_task(server.stop())

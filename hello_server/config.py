@@ -11,6 +11,8 @@ from hello_protocol import hello_pb2 as pb
 from hello_protocol.validation import InputLimits
 from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import HistoryLimits, QueueLimits
+from hello_server.limits import UserLimits
+from hello_server.logs import LOG_FORMATS
 from hello_server.memory import MemoryBudget
 from hello_server.transport import TransportLimits
 
@@ -66,6 +68,17 @@ MAX_ROOM_TTL_SECONDS = 7 * 24 * 3600
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
+# gRPC's server-wide cap on calls in progress (grpc.aio's maximum_concurrent_rpcs).
+# It counts every call, and a Join or Subscribe stream is a call for as long
+# as the member stays: so it caps open streams (plus unary calls in flight),
+# server-wide. Calls over it end at once with RESOURCE_EXHAUSTED "Concurrent
+# RPC limit exceeded!". An idle stream costs about 20 KB of RSS
+# (docs/benchmarks.md), so 60,000 streams are about 1.2 GB: the same order
+# as the memory budgets, and above hello-bench's largest idle run (50,000
+# streams). Connections x streams per connection (10,000 x 1,000) would be no
+# bound at all.
+DEFAULT_MAX_CONCURRENT_RPCS = 60_000
+
 
 class ConfigError(ValueError):
     """A setting is out of range; the text names the setting."""
@@ -98,6 +111,13 @@ class ServerConfig:
     redis_url: str | None = None
     # Server processes sharing the port (SO_REUSEPORT); more than one needs Redis.
     workers: int = 1
+    # Per-user send rate, streams and rooms (hello_server.limits).
+    user_limits: UserLimits = field(default_factory=UserLimits)
+    # gRPC's cap on calls in progress, server-wide (0: none).
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    # Prometheus /metrics on this port of the same host (None: off; 0: any free port).
+    metrics_port: int | None = None
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -153,6 +173,14 @@ class ServerConfig:
             raise ConfigError(
                 f"--workers {self.workers} needs --redis: workers share rooms through Redis"
             )
+        if self.max_concurrent_rpcs < 0:
+            raise ConfigError("max concurrent RPCs must not be negative (0: no limit)")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics port {self.metrics_port} is not in 0..65535")
+        if self.metrics_port is not None and self.metrics_port == self.port != 0:
+            raise ConfigError(f"metrics port {self.metrics_port} is the chat port")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log format must be one of {', '.join(LOG_FORMATS)}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
 

@@ -617,6 +617,21 @@ class Hub:
     def has_room(self, room_id: str) -> bool:
         return room_id in self._rooms
 
+    def room_size(self, room_id: str) -> int:
+        """Members (streams) in ``room_id`` now; 0 if it has none."""
+        room = self._rooms.get(room_id)
+        return 0 if room is None else len(room.members)
+
+    def queue_depth(self) -> tuple[int, int]:
+        """Messages and bytes queued for all members, summed (a shared payload per member)."""
+        messages = queued = 0
+        for room in self._rooms.values():
+            for member in room.members.values():
+                box = member.mailbox
+                messages += len(box)
+                queued += box.queued_bytes
+        return messages, queued
+
     def presence(self, room_id: str) -> list[Presence]:
         """The users in ``room_id``, in the order they arrived; `RoomNotFound` if it has none."""
         room = self._rooms.get(room_id)

@@ -24,9 +24,11 @@ from grpc_reflection.v1alpha import reflection
 from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVICE_NAME
 from hello_server.config import ServerConfig
-from hello_server.hub import Hub
-from hello_server.log_limits import MalformedRequestLog
+from hello_server.guard import Guard
+from hello_server.hub import Hub, Member
+from hello_server.log_limits import MalformedRequestLog, RefusalLog
 from hello_server.loop_lag import LoopLag
+from hello_server.metrics import HubState, ServerMetrics
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
@@ -54,7 +56,7 @@ class ChatServer:
             encode_message,
             config.queue,
             config.memory,
-            self.stalls.evicted,
+            self._evicted,
             history=config.history,
             room_ttl=config.room_ttl_seconds,
             encode_presence=encode_presence,
@@ -64,7 +66,6 @@ class ChatServer:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False
         self._server: grpc.aio.Server | None = None  # set once serving
-        self._lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
         self._malformed_requests = MalformedRequestLog()
         self._port: int | None = None
@@ -72,6 +73,13 @@ class ChatServer:
         self._drain_deadline = math.inf  # event loop time
         self._drain_timer: asyncio.Timeout | None = None
         self.transport: ServerTransport | None = None  # set once serving
+        self._lag = LoopLag()
+        # Metrics exist only when served: with them off, the service's hooks are no-ops.
+        self.metrics: ServerMetrics | None = None
+        if config.metrics_port is not None:
+            self.metrics = ServerMetrics(self._hub_state(), _limit_values(config))
+        self.refusals = RefusalLog()
+        self.guard = Guard(config.user_limits, self.metrics, self.hub.room_size, self.refusals)
 
     @property
     def port(self) -> int:
@@ -85,6 +93,34 @@ class ChatServer:
         host = self.config.address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str | None:
+        """host:port of /metrics once it is served (the real port if configured 0)."""
+        if self.metrics is None or self.metrics.port is None:
+            return None
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{host}:{self.metrics.port}"
+
+    def _evicted(self, member: Member) -> None:
+        self.stalls.evicted(member)
+        self.guard.evicted()
+
+    def _hub_state(self) -> HubState:
+        hub = self.hub
+
+        def tracked_users() -> tuple[int, int]:
+            rate = self.guard.send_rate
+            return (0 if rate is None else len(rate)), len(self.guard.streams)
+
+        return HubState(
+            rooms=lambda: hub.room_count,
+            members=lambda: hub.member_count,
+            queue_depth=hub.queue_depth,
+            history_bytes=lambda: hub.history_bytes,
+            loop_lag=lambda: self._lag.seconds,
+            tracked_users=tracked_users,
+        )
+
     async def start(self) -> None:
         """Bind and start serving; raise `BindError` if the address is taken.
 
@@ -96,14 +132,21 @@ class ChatServer:
         self._start_called = True
         _check_bindable(self.config.host, self.config.port)
         transport = ServerTransport(self.config.transport, self.config.max_receive_bytes)
-        server = grpc.aio.server(options=transport.options)
+        server = grpc.aio.server(
+            options=transport.options,
+            maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None,
+        )
         try:
             port = self._serve_on(server)
+            if self.metrics is not None and self.config.metrics_port is not None:
+                await self._serve_metrics(self.metrics, self.config.metrics_port)
             await server.start()
             for name in ("", SERVICE_NAME):
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         except BaseException:
             await _discard(server)
+            if self.metrics is not None:
+                await self.metrics.stop()
             raise
         self._port = port
         self._server = server
@@ -112,10 +155,23 @@ class ChatServer:
         self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
         self._malformed_requests.install()
 
+    async def _serve_metrics(self, metrics: ServerMetrics, port: int) -> None:
+        try:
+            await metrics.serve(self.config.host, port)
+        except OSError as error:
+            raise BindError(
+                f"cannot serve metrics on {self.config.host}:{port}: {error.strerror or error}"
+            ) from None
+
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""
         service = ChatRoomService(
-            self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
+            self.hub,
+            self.config.limits,
+            self.config.batch_linger_seconds,
+            self._lag,
+            self.stalls,
+            self.guard,
         )
         server.add_generic_rpc_handlers((service.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -188,6 +244,9 @@ class ChatServer:
                 await server.stop(None)
             finally:
                 self._malformed_requests.uninstall()
+                self.refusals.flush()
+                if self.metrics is not None:
+                    await self.metrics.stop()
                 if self.transport is not None:
                     await self.transport.stop_watching()
                 if self._lag_task is not None:
@@ -240,3 +299,25 @@ async def run_server(config: ServerConfig) -> AsyncIterator[ChatServer]:
         yield server
     finally:
         await server.stop()
+
+
+def _limit_values(config: ServerConfig) -> dict[str, float]:
+    """Every configured limit by name, for the ``hello_limit`` gauge (0: off)."""
+    users = config.user_limits
+    transport = config.transport
+    return {
+        "send_rate": users.send_rate,
+        "send_burst": users.send_burst,
+        "streams_per_user": users.max_streams_per_user,
+        "rooms_per_user": users.max_rooms_per_user,
+        "concurrent_rpcs": config.max_concurrent_rpcs,
+        "connections": transport.max_connections,
+        "streams_per_connection": transport.max_streams_per_connection,
+        "metadata_bytes": transport.max_metadata_bytes,
+        "message_bytes": config.max_receive_bytes,
+        "queue_messages": config.queue.max_messages,
+        "queue_bytes": config.queue.max_bytes,
+        "connection_queue_bytes": config.memory.connection_bytes,
+        "memory_budget_bytes": config.memory.total_bytes,
+        "history_budget_bytes": config.history_budget_bytes,
+    }

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar, assert_never
 
@@ -25,11 +27,13 @@ from hello_protocol.validation import InputLimits, InvalidInput, check_id, check
 from hello_protocol.wire import (
     EPOCH_HEADER,
     RECOVERED_HEADER,
+    RETRY_AFTER_HEADER,
     SEQ_HEADER,
     SERVICE_NAME,
     PresenceRecord,
     frame_batch,
 )
+from hello_server.guard import Guard, Seat
 from hello_server.hub import (
     Catchup,
     Envelope,
@@ -40,6 +44,7 @@ from hello_server.hub import (
     RoomHub,
     RoomNotFound,
 )
+from hello_server.limits import LimitExceeded
 from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
 from hello_server.reaper import StalledConnections
@@ -124,12 +129,14 @@ class ChatRoomService:
         linger: float,
         lag: LoopLag | None = None,
         stalls: StalledConnections | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self._hub = hub
         self._limits = limits
         self._linger = linger
         self._lag = lag or LoopLag()
         self._stalls = stalls
+        self._guard = guard or Guard()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         """The handler to register on a grpc.aio server."""
@@ -185,9 +192,9 @@ class ChatRoomService:
     async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
         """Deliver a message to every member of an existing room."""
         try:
-            envelope = self._accept(raw)
+            envelope = self._accept(raw, "SendMessage", context)
         except Refusal as refusal:
-            await context.abort(refusal.code, refusal.detail)
+            await context.abort(refusal.code, refusal.detail, refusal.trailers)
         return pb.Exit(success=True, seq=envelope.seq)
 
     async def send_stream(self, requests: AsyncIterator[bytes], context: Context) -> None:
@@ -196,23 +203,28 @@ class ChatRoomService:
         A message the server fails on (a bug) is answered INTERNAL on its own,
         like a refusal: ending the stream would leave the fate of every other
         message in flight unknown to the client, and its retries would
-        duplicate the ones that were accepted.
+        duplicate the ones that were accepted. A message over the send rate
+        is refused alone too (RESOURCE_EXHAUSTED, the wait in its text): the
+        stream stays open for the next one.
         """
-        async for raw in requests:
-            try:
-                envelope = self._accept(raw)
-            except Refusal as refusal:
-                reply = pb.Exit(success=False, message=refusal.detail, code=refusal.code.value[0])
-            except Exception:
-                log.exception("internal error in SendStream; the message was answered INTERNAL")
-                reply = pb.Exit(
-                    success=False,
-                    message=INTERNAL_ERROR,
-                    code=grpc.StatusCode.INTERNAL.value[0],
-                )
-            else:
-                reply = pb.Exit(success=True, seq=envelope.seq)
-            await context.write(reply.SerializeToString())
+        with self._guard.stream("SendStream"):
+            async for raw in requests:
+                try:
+                    envelope = self._accept(raw, "SendStream", context)
+                except Refusal as refusal:
+                    reply = pb.Exit(
+                        success=False, message=refusal.detail, code=refusal.code.value[0]
+                    )
+                except Exception:
+                    log.exception("internal error in SendStream; the message was answered INTERNAL")
+                    reply = pb.Exit(
+                        success=False,
+                        message=INTERNAL_ERROR,
+                        code=grpc.StatusCode.INTERNAL.value[0],
+                    )
+                else:
+                    reply = pb.Exit(success=True, seq=envelope.seq)
+                await context.write(reply.SerializeToString())
 
     # -- helpers --------------------------------------------------------------
 
@@ -220,7 +232,7 @@ class ChatRoomService:
         self, raw: bytes, context: Context, deliver: _Deliver, *, watches: bool
     ) -> None:
         """Register the caller, acknowledge, deliver until the call ends, remove."""
-        joined = await self._enter(raw, context, watches)
+        joined, seat = await self._enter(raw, context, watches)
         member = joined.member
         try:
             await context.send_initial_metadata(acknowledgement(joined))
@@ -235,9 +247,10 @@ class ChatRoomService:
             # away while flow control held the write): nobody is left to tell.
             return
         finally:
-            self._gone(member)
+            self._gone(member, seat)
 
-    def _gone(self, member: Member) -> None:
+    def _gone(self, member: Member, seat: Seat) -> None:
+        seat.release()
         self._hub.leave(member)
         if self._stalls is not None:
             self._stalls.done(member)
@@ -305,29 +318,31 @@ class ChatRoomService:
             last_write = loop.time()
             lag.want()
 
-    async def _enter(self, raw: bytes, context: Context, watches: bool) -> Joined:
+    async def _enter(self, raw: bytes, context: Context, watches: bool) -> tuple[Joined, Seat]:
         """Register the caller as a member, or end the call with the refusal."""
         try:
-            joined = self._admit(raw, context.peer(), watches)
+            joined, seat = self._admit(raw, context.peer(), watches)
         except Refusal as refusal:
-            await context.abort(refusal.code, refusal.detail)
+            await context.abort(refusal.code, refusal.detail, refusal.trailers)
         member = joined.member
         # The stream's task is cancelled when the call ends, which runs the
         # handler's ``finally``; the callback also covers a call that ends
         # before the handler resumes. ``leave`` is idempotent.
         # grpc-stubs types the callback as its own DoneCallback class; any
         # callable taking the context is what grpc.aio actually accepts.
-        context.add_done_callback(lambda _: self._gone(member))  # type: ignore[arg-type]
+        context.add_done_callback(lambda _: self._gone(member, seat))  # type: ignore[arg-type]
         if self._stalls is not None:
             self._stalls.serving(member)
-        return joined
+        return joined, seat
 
-    def _admit(self, raw: bytes, connection: str, watches: bool) -> Joined:
+    def _admit(self, raw: bytes, connection: str, watches: bool) -> tuple[Joined, Seat]:
         """Validate a serialised JoinRequest and join; raise `Refusal` if refused.
 
         ``watches``: the stream can carry presence events (Subscribe), so
-        it gets them if it asked.
+        it gets them if it asked. The seat counts the stream in its user's
+        limits until it is released.
         """
+        rpc = "Subscribe" if watches else "Join"
         try:
             request = pb.JoinRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
@@ -336,43 +351,61 @@ class ChatRoomService:
             catchup = None
             if request.history or request.since_seq or request.epoch:
                 catchup = Catchup(request.history, request.since_seq, request.epoch)
-            return self._hub.enter(
-                request.roomID,
-                request.user.id,
-                request.user.name,
-                connection,
-                catchup,
-                presence=watches and request.presence,
-            )
+            seat = self._guard.admit(rpc, request.user.id, request.roomID, connection)
+            try:
+                joined = self._hub.enter(
+                    request.roomID,
+                    request.user.id,
+                    request.user.name,
+                    connection,
+                    catchup,
+                    presence=watches and request.presence,
+                )
+            except BaseException:
+                seat.release()
+                raise
         except _REFUSABLE as error:
-            raise Refusal.of(error, pb.JoinRequest) from None
+            refusal = Refusal.of(error, pb.JoinRequest)
+            self._guard.joined(rpc, refusal.code)
+            raise refusal from None
+        self._guard.joined(rpc, grpc.StatusCode.OK)
+        return joined, seat
 
-    def _accept(self, raw: bytes) -> Envelope:
+    def _accept(self, raw: bytes, rpc: str, context: Context) -> Envelope:
         """Validate a serialised Message and publish it; raise `Refusal` if refused."""
+        started = time.perf_counter()
         try:
             request = pb.Message.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("sender id", request.id, self._limits)
             check_text(request.message, self._limits)
             check_name(request.name, self._limits)
-            return self._hub.publish(request.roomID, request.id, request.message, request.name)
+            self._guard.sending(request.id, request.roomID, context.peer)
+            envelope = self._hub.publish(request.roomID, request.id, request.message, request.name)
         except _REFUSABLE as error:
-            raise Refusal.of(error, pb.Message) from None
+            refusal = Refusal.of(error, pb.Message)
+            self._guard.sent(rpc, refusal.code, started, None)
+            raise refusal from None
+        self._guard.sent(rpc, grpc.StatusCode.OK, started, request.roomID)
+        return envelope
 
 
 # What a request can be refused for; `Refusal.of` gives each its status.
 # Anything else is a bug: `_internal_errors` answers it INTERNAL, logged.
-_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed)
-_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed
+_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed, LimitExceeded)
+_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed | LimitExceeded
 
 
 class Refusal(Exception):
-    """A request the service turns down with a gRPC status and a reason."""
+    """A request the service turns down with a gRPC status, a reason and trailers."""
 
-    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+    def __init__(
+        self, code: grpc.StatusCode, detail: str, trailers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.trailers = trailers
 
     @classmethod
     def of(cls, error: _Refusable, kind: type[ProtoMessage]) -> Refusal:
@@ -388,6 +421,11 @@ class Refusal(Exception):
             return cls(grpc.StatusCode.NOT_FOUND, str(error))
         if isinstance(error, HubClosed):
             return cls(grpc.StatusCode.UNAVAILABLE, str(error))
+        if isinstance(error, LimitExceeded):
+            trailers: tuple[tuple[str, str], ...] = ()
+            if error.retry_after is not None:
+                trailers = ((RETRY_AFTER_HEADER, str(math.ceil(error.retry_after * 1000))),)
+            return cls(grpc.StatusCode.RESOURCE_EXHAUSTED, error.detail, trailers)
         assert_never(error)
 
 

@@ -1,0 +1,261 @@
+"""Prometheus metrics for one server: what it counts, and the /metrics endpoint.
+
+Each server has its own `CollectorRegistry` (not prometheus_client's global
+one), so several servers in one process (the tests) never clash.
+
+Cost on the hot path: a message is one counter increment and one histogram
+observation (a lock each, about a microsecond together); deliveries are
+counted once per publish as the room's member count, never per mailbox put.
+What is a state rather than an event (rooms, members, queued messages and
+bytes, history, loop lag) is read from the hub when scraped, by a custom
+collector, so it costs nothing between scrapes.
+
+Labels are bounded sets (RPC names, status codes, limit names): never a room
+or user id.
+
+The endpoint is served on the server's own event loop (asyncio), so the
+scrape-time collector reads the hub on the thread that changes it, and a
+scrape measures how long a callback waits for the loop right now.
+
+Other parts add their own collectors with `ServerMetrics.register` (the
+Redis backend's round-trip and errors, for one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+STREAM_RPCS = ("Join", "Subscribe", "SendStream")
+SEND_RPCS = ("SendMessage", "SendStream")
+JOIN_RPCS = ("Join", "Subscribe")
+LIMITS = ("send_rate", "streams_per_user", "rooms_per_user")
+
+# Server-side time to validate and publish one message (not the network):
+# tens of microseconds normally, milliseconds when the loop is saturated.
+SEND_SECONDS_BUCKETS = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
+# A scrape request's head must arrive within this long and fit in this many bytes.
+HTTP_READ_TIMEOUT_SECONDS = 5.0
+HTTP_MAX_HEAD_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class HubState:
+    """What the scrape-time collector reads: each a cheap call on the event loop."""
+
+    rooms: Callable[[], int]
+    members: Callable[[], int]
+    queue_depth: Callable[[], tuple[int, int]]  # (messages, bytes) waiting for members
+    history_bytes: Callable[[], int]
+    loop_lag: Callable[[], float]
+    tracked_users: Callable[[], tuple[int, int]]  # (send-rate buckets, users with streams)
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: HubState, loop_delay: Callable[[], float]) -> None:
+        self._state = state
+        self._loop_delay = loop_delay
+
+    def collect(self) -> Iterable[Metric]:
+        state = self._state
+        messages, queued_bytes = state.queue_depth()
+        buckets, users = state.tracked_users()
+        for name, doc, value in (
+            ("hello_rooms", "Rooms held (with members, or kept by the room TTL).", state.rooms()),
+            ("hello_members", "Join and Subscribe streams registered in rooms.", state.members()),
+            ("hello_queued_messages", "Messages waiting in members' queues, summed.", messages),
+            ("hello_queued_bytes", "Bytes waiting in members' queues, summed.", queued_bytes),
+            (
+                "hello_history_bytes",
+                "Bytes of messages room histories keep.",
+                state.history_bytes(),
+            ),
+            (
+                "hello_event_loop_lag_seconds",
+                "How late the event loop runs timers, smoothed (measured while streams write).",
+                state.loop_lag(),
+            ),
+            (
+                "hello_event_loop_delay_seconds",
+                "How long a callback waited for the event loop when this scrape arrived.",
+                self._loop_delay(),
+            ),
+            ("hello_send_rate_users", "Users with a send-rate bucket that is not full.", buckets),
+            ("hello_stream_users", "Users holding at least one Join or Subscribe stream.", users),
+        ):
+            yield GaugeMetricFamily(name, doc, value=value)
+
+
+class ServerMetrics:
+    """The counters the service updates, the state read at scrape time, and /metrics."""
+
+    def __init__(self, state: HubState, limits: dict[str, float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self._loop_delay = 0.0
+        self.messages = Counter(
+            "hello_messages",
+            "Messages sent, by RPC and status (OK: accepted and published).",
+            ("rpc", "code"),
+            registry=registry,
+        )
+        self.joins = Counter(
+            "hello_joins",
+            "Join and Subscribe calls, by RPC and status (OK: admitted).",
+            ("rpc", "code"),
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "hello_limit_refusals",
+            "Requests refused by a per-user limit, by limit.",
+            ("limit",),
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "hello_deliveries",
+            "Messages queued for members: each accepted message times its room's members.",
+            registry=registry,
+        )
+        self.evictions = Counter(
+            "hello_evictions",
+            "Members evicted for falling behind or over a memory budget.",
+            registry=registry,
+        )
+        self.open_streams = Gauge(
+            "hello_open_streams", "Streams open now, by RPC.", ("rpc",), registry=registry
+        )
+        self.send_seconds = Histogram(
+            "hello_send_seconds",
+            "Server time to validate and publish one message, accepted or refused.",
+            buckets=SEND_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        limit_values = Gauge(
+            "hello_limit",
+            "Configured limits (0: off), by name.",
+            ("limit",),
+            registry=registry,
+        )
+        for name, value in limits.items():
+            limit_values.labels(name).set(value)
+        # Every label combination a scrape should show from the start, at 0.
+        for rpc in STREAM_RPCS:
+            self.open_streams.labels(rpc)
+        for rpc in SEND_RPCS:
+            self.messages.labels(rpc, "OK")
+        for rpc in JOIN_RPCS:
+            self.joins.labels(rpc, "OK")
+        for limit in LIMITS:
+            self.refusals.labels(limit)
+        registry.register(_StateCollector(state, lambda: self._loop_delay))
+        ProcessCollector(registry=registry)
+        self._server: asyncio.Server | None = None
+        self.port: int | None = None
+
+    def register(self, collector: Collector) -> None:
+        """Add a collector of another part of the server (read at scrape time, on the loop)."""
+        self.registry.register(collector)
+
+    # -- events (the service's hooks call these) ---------------------------------
+
+    def sent(self, rpc: str, code: grpc.StatusCode, seconds: float, delivered: int) -> None:
+        self.messages.labels(rpc, code.name).inc()
+        self.send_seconds.observe(seconds)
+        if delivered:
+            self.deliveries.inc(delivered)
+
+    def joined(self, rpc: str, code: grpc.StatusCode) -> None:
+        self.joins.labels(rpc, code.name).inc()
+
+    def refused(self, limit: str) -> None:
+        self.refusals.labels(limit).inc()
+
+    def evicted(self) -> None:
+        self.evictions.inc()
+
+    @contextlib.contextmanager
+    def stream(self, rpc: str) -> Iterator[None]:
+        """Count a stream as open for the duration of the block."""
+        gauge = self.open_streams.labels(rpc)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
+
+    # -- the endpoint ------------------------------------------------------------
+
+    async def serve(self, host: str, port: int) -> int:
+        """Serve GET /metrics on ``host``:``port`` (0: any free port); return the port."""
+        self._server = await asyncio.start_server(
+            self._handle, host.strip("[]"), port, limit=HTTP_MAX_HEAD_BYTES
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection: GET /metrics, or 404/405; then close."""
+        try:
+            async with asyncio.timeout(HTTP_READ_TIMEOUT_SECONDS):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            writer.close()
+            return
+        try:
+            method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        except ValueError:
+            method, target = "", ""
+        if target.split("?", 1)[0] != "/metrics":
+            status, body, kind = "404 Not Found", b"only /metrics is served here\n", "text/plain"
+        elif method not in ("GET", "HEAD"):
+            status, body, kind = "405 Method Not Allowed", b"use GET\n", "text/plain"
+        else:
+            loop = asyncio.get_running_loop()
+            queued = loop.time()
+            await asyncio.sleep(0)  # one pass through the loop's ready callbacks
+            self._loop_delay = loop.time() - queued
+            status, body, kind = "200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST
+        header = (
+            f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        try:
+            writer.write(header if method == "HEAD" else header + body)
+            await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
