@@ -60,7 +60,7 @@ class Guard:
         self.streams = UserStreams(limits.max_streams_per_user, limits.max_rooms_per_user)
         self.metrics = metrics
         self._room_size = room_size
-        self.refusals = refusals or RefusalLog()
+        self.refusals = RefusalLog() if refusals is None else refusals
 
     # -- messages ----------------------------------------------------------------
 
