@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from hello_server.logs import fields
 from hello_server.mailbox import CloseReason, Ledger, Mailbox, ReplayMailbox
 from hello_server.memory import MemoryBudget, Usage, measure
 
@@ -349,7 +350,13 @@ class Hub:
             if room.watchers is None:
                 room.watchers = {}
             room.watchers[member.member_id] = member
-        log.debug("%s joined room %r (%d members)", user_id, room_id, len(room.members))
+        log.debug(
+            "%s joined room %r (%d members)",
+            user_id,
+            room_id,
+            len(room.members),
+            extra=fields(room=room_id, user=user_id, peer=connection),
+        )
         self._notify()
         return Joined(member, room.epoch, room.last_seq, recovered)
 
@@ -382,7 +389,13 @@ class Hub:
         if room.watchers is not None:
             room.watchers.pop(member.member_id, None)
         self._member_count -= 1
-        log.debug("%s left room %r (%d members)", member.user_id, member.room_id, len(room.members))
+        log.debug(
+            "%s left room %r (%d members)",
+            member.user_id,
+            member.room_id,
+            len(room.members),
+            extra=fields(room=member.room_id, user=member.user_id, peer=member.connection),
+        )
         present = room.users.get(member.user_id)
         if present is not None:
             present.sessions -= 1
@@ -520,7 +533,17 @@ class Hub:
 
     def _evict(self, member: Member, detail: str) -> None:
         member.mailbox.close(CloseReason.EVICTED, detail)
-        log.info("evicted %r: %s", member, detail)
+        log.info(
+            "evicted %r: %s",
+            member,
+            detail,
+            extra=fields(
+                room=member.room_id,
+                user=member.user_id,
+                peer=member.connection,
+                status="RESOURCE_EXHAUSTED",
+            ),
+        )
         self._evicted[member.member_id] = member
         self._remove(member)
         if self._on_evict is not None:

@@ -117,7 +117,7 @@ class ServerMetrics:
     """The counters the service updates, the state read at scrape time, and /metrics."""
 
     def __init__(self, state: HubState, limits: dict[str, float]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry()
         registry = self.registry
         self._loop_delay = 0.0
         self.messages = Counter(

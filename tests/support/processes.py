@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tests.support import TIMEOUT
 
-READY = re.compile(r"hello-server ready on (?P<address>\S+)")
+READY = re.compile(r"hello-server ready on (?P<address>[^\s\"]+)")
 SERVER_COMMAND = (sys.executable, "-m", "hello_server")
 
 
