@@ -23,7 +23,7 @@ from rich.console import Console
 
 from hello_bench import report
 from hello_bench.runner import DEFAULT_WINDOW, IdleRecord, Settings, run_fanout, run_idle
-from hello_bench.scenarios import SCENARIOS, TARGETS, FanoutScenario, Target
+from hello_bench.scenarios import SCENARIOS, SERVER_OPTIONS, TARGETS, FanoutScenario, Target
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
@@ -45,11 +45,24 @@ def _summary(record: report.Record) -> str:
     )
 
 
-def _plan(names: list[str], rounds: int) -> list[tuple[int, str, Target, bool]]:
+def _targets(options: list[str]) -> tuple[Target, ...]:
+    """The targets of one round: each hello target followed by its option-set variants."""
+    targets: list[Target] = []
+    for target in TARGETS:
+        targets.append(target)
+        if target.server == "hello":
+            targets += [target.with_options(name) for name in options]
+    return tuple(targets)
+
+
+def _plan(
+    names: list[str], rounds: int, options: list[str] | None = None
+) -> list[tuple[int, str, Target, bool]]:
     """(round, scenario, target, stalled) for every run, in running order."""
     plan = []
+    every = _targets(options or [])
     for round_ in range(rounds):
-        targets = TARGETS if round_ % 2 == 0 else TARGETS[::-1]
+        targets = every if round_ % 2 == 0 else every[::-1]
         for name in names:
             scenario = SCENARIOS[name]
             for target in targets:
@@ -97,6 +110,13 @@ def bench(
     json_out: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path(
         "bench-results.json"
     ),
+    server_options: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also run every hello target with this named set of server options "
+            f"({', '.join(SERVER_OPTIONS)}), and report the ratio to it without them.",
+        ),
+    ] = None,
     markdown: Annotated[
         bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
     ] = False,
@@ -106,6 +126,10 @@ def bench(
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         typer.echo(f"hello-bench: unknown scenario {', '.join(unknown)}", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    options = server_options or []
+    if unknown := [o for o in options if o not in SERVER_OPTIONS]:
+        typer.echo(f"hello-bench: unknown server options {', '.join(unknown)}", err=True)
         raise typer.Exit(EXIT_USAGE)
     settings = Settings(
         duration=duration,
@@ -120,7 +144,7 @@ def bench(
     records: list[report.Record] = []
     errors: list[str] = []
     started = time.monotonic()
-    plan = _plan(names, rounds)
+    plan = _plan(names, rounds, options)
     try:
         for i, (round_, name, target, stalled) in enumerate(plan, 1):
             label = f"[{i}/{len(plan)}] {name}{' (stalled)' if stalled else ''} / {target.label}"

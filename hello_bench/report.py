@@ -106,6 +106,69 @@ def control_of(record: FanoutRecord, records: Iterable[Record]) -> FanoutRecord 
     return None
 
 
+def plain_of(record: FanoutRecord, records: Iterable[Record]) -> FanoutRecord | None:
+    """For a run with server options (``target [options]``): the same run without them."""
+    plain, bracket, _ = record.target.partition(" [")
+    if not bracket:
+        return None
+    for other in records:
+        if (
+            isinstance(other, FanoutRecord)
+            and other.target == plain
+            and (other.scenario, other.variant, other.round)
+            == (record.scenario, record.variant, record.round)
+        ):
+            return other
+    return None
+
+
+def _options_rows(records: Sequence[Record]) -> list[list[str]]:
+    """Each run with server options against the same run without them, and the medians."""
+    rows = []
+    ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for record in records:
+        if not isinstance(record, FanoutRecord) or (plain := plain_of(record, records)) is None:
+            continue
+        throughput = _ratio(record.deliveries_per_s, plain.deliveries_per_s)
+        per_cpu = _ratio(record.deliveries_per_cpu_s, plain.deliveries_per_cpu_s)
+        ratios.setdefault((record.scenario, record.target), []).append((throughput, per_cpu))
+        rows.append(
+            [
+                f"{record.scenario} #{record.round + 1}",
+                record.target,
+                f"{_num(record.deliveries_per_s)} vs {_num(plain.deliveries_per_s)}",
+                f"{_num(throughput, 2)}x",
+                f"{_num(record.deliveries_per_cpu_s)} vs {_num(plain.deliveries_per_cpu_s)}",
+                f"{_num(per_cpu, 2)}x",
+                f"{_num(record.latency.p99_ms, 1)} vs {_num(plain.latency.p99_ms, 1)}",
+            ]
+        )
+    for (scenario, target), runs in ratios.items():
+        rows.append(
+            [
+                f"{scenario} median of {len(runs)}",
+                target,
+                "",
+                f"{_num(_median([t for t, _ in runs]), 2)}x",
+                "",
+                f"{_num(_median([c for _, c in runs]), 2)}x",
+                "",
+            ]
+        )
+    return rows
+
+
+_OPTIONS_COLUMNS = (
+    "scenario",
+    "server / API [options]",
+    "deliveries/s (vs without)",
+    "ratio",
+    "deliveries / server CPU-s (vs without)",
+    "ratio",
+    "p99 ms (vs without)",
+)
+
+
 def _ratio(value: float, base: float) -> float:
     return value / base if base and not math.isnan(base) else math.nan
 
@@ -318,6 +381,9 @@ def tables(records: Sequence[Record]) -> list[tuple[str, Sequence[str], list[lis
         out.append(
             ("Fan-out (ratios: x the baseline's plain Join, same round)", _FANOUT_COLUMNS, fanout)
         )
+    if options := _options_rows(records):
+        title = "Server options (ratios: x the same server and API without them, same round)"
+        out.append((title, _OPTIONS_COLUMNS, options))
     if idle:
         out.append(("Idle streams", _IDLE_COLUMNS, idle))
     if checks:
@@ -385,6 +451,14 @@ def _run_json(record: Record, records: Sequence[Record]) -> dict[str, object]:
             "deliveries_per_cpu_s": _ratio(record.deliveries_per_cpu_s, base.deliveries_per_cpu_s),
             "server_rss_mb": _ratio(record.server_rss_mb, base.server_rss_mb),
             "load_cpu_pct": _ratio(record.load_cpu_pct, base.load_cpu_pct),
+        }
+    plain = plain_of(record, records)
+    if plain is not None:
+        document["vs_without_options"] = {
+            "deliveries_per_s": _ratio(record.deliveries_per_s, plain.deliveries_per_s),
+            "deliveries_per_cpu_s": _ratio(record.deliveries_per_cpu_s, plain.deliveries_per_cpu_s),
+            "latency_p99_ms": _ratio(record.latency.p99_ms, plain.latency.p99_ms),
+            "server_cpu_pct": _ratio(record.server_cpu_pct, plain.server_cpu_pct),
         }
     return document
 

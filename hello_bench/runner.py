@@ -145,7 +145,7 @@ def _sleep_until(wall_time: float) -> None:
 @contextmanager
 def _server_and_child(target: Target, load: Load) -> Iterator[tuple[ServerProcess, _Child]]:
     # Both start (and import gRPC) at once; the child gets the address later.
-    with _load_child(load) as child, running_server(target.server) as server:
+    with _load_child(load) as child, running_server(target.server, target.server_args) as server:
         child.send("start", server.address)
         yield server, child
         child.process.join(CHILD_STOP_TIMEOUT)  # it closes its channels before the server goes

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+# Named sets of extra hello-server options, for `hello-bench --server-options NAME`:
+# each hello target also runs with them, next to the same target without
+# them, and the report gives the ratio. Add a set to measure another feature
+# (authentication, say) on the send path.
+SERVER_OPTIONS: dict[str, tuple[str, ...]] = {
+    # Metrics served, and the per-user send rate on but too high to refuse
+    # anything (one sender id sends every room's messages here): what both
+    # cost on the send path.
+    "metrics": ("--metrics-port", "0", "--send-rate", "1000000", "--send-burst", "1000000"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,11 +24,20 @@ class Target:
     server: str  # "hello" or "baseline"
     batched: bool  # True: Subscribe; False: plain Join
     stream_send: bool = False  # senders use StreamSender (SendStream) instead of SendMessage
+    options: str = ""  # a `SERVER_OPTIONS` name: the server runs with those options
 
     @property
     def label(self) -> str:
         api = "subscribe" if self.batched else "join"
-        return f"{self.server} {api}{'+sendstream' if self.stream_send else ''}"
+        options = f" [{self.options}]" if self.options else ""
+        return f"{self.server} {api}{'+sendstream' if self.stream_send else ''}{options}"
+
+    @property
+    def server_args(self) -> tuple[str, ...]:
+        return SERVER_OPTIONS[self.options] if self.options else ()
+
+    def with_options(self, options: str) -> Target:
+        return dataclasses.replace(self, options=options)
 
 
 BASELINE = Target("baseline", batched=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from hello_bench import report
-from hello_bench.cli import app
+from hello_bench.cli import _targets, app
 from hello_bench.runner import Settings, run_fanout
 from hello_bench.scenarios import HELLO_SUBSCRIBE, FanoutScenario
 
@@ -42,3 +42,24 @@ def test_unknown_scenario_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["nope", "--json-out", str(tmp_path / "r.json")])
     assert result.exit_code == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_server_options_run_next_to_the_plain_target_with_a_ratio() -> None:
+    """--server-options metrics: the hello server runs with /metrics and a send rate on."""
+    scenario = FanoutScenario("tiny", "1 room x 3 readers", rooms=1, readers=3, in_flight=4)
+    settings = Settings(duration=1.0, drain_timeout=5.0)
+    with_metrics = HELLO_SUBSCRIBE.with_options("metrics")
+    assert with_metrics.server_args[:2] == ("--metrics-port", "0")
+    plain, measured = (
+        run_fanout(scenario, target, settings, 0, stalled=False)
+        for target in (HELLO_SUBSCRIBE, with_metrics)
+    )
+    assert measured.target == "hello subscribe [metrics]"
+    assert measured.send_errors == 0  # the send rate is too high to refuse anything
+    assert measured.lost == 0
+    records: list[report.Record] = [plain, measured]
+    assert report.plain_of(measured, records) is plain
+    rows = next(rows for title, _, rows in report.tables(records) if "Server options" in title)
+    assert rows[0][1] == "hello subscribe [metrics]"
+    assert rows[0][3].endswith("x")
+    assert [t.label for t in _targets(["metrics"])][:2] == ["hello join", "hello join [metrics]"]
