@@ -35,13 +35,13 @@ class Seat:
         self._rpc = rpc
         self._metrics = metrics
         if metrics is not None:
-            metrics.open_streams.labels(rpc).inc()
+            metrics.stream_opened(rpc)
 
     def release(self) -> None:
         self._user_seat.release()
         metrics, self._metrics = self._metrics, None
         if metrics is not None:
-            metrics.open_streams.labels(self._rpc).dec()
+            metrics.stream_closed(self._rpc)
 
 
 class Guard:
