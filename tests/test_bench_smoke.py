@@ -11,6 +11,7 @@ from hello_bench import report
 from hello_bench.cli import _targets, app
 from hello_bench.runner import Settings, run_fanout
 from hello_bench.scenarios import HELLO_SUBSCRIBE, FanoutScenario
+from hello_bench.send_path import MODES, measure
 
 
 def test_tiny_fanout_reports_every_figure(tmp_path: Path) -> None:
@@ -63,3 +64,9 @@ def test_server_options_run_next_to_the_plain_target_with_a_ratio() -> None:
     assert rows[0][1] == "hello subscribe [metrics]"
     assert rows[0][3].endswith("x")
     assert [t.label for t in _targets(["metrics"])][:2] == ["hello join", "hello join [metrics]"]
+
+
+async def test_send_path_measures_every_mode() -> None:
+    """The in-process send-path figure runs with each hook set and publishes for real."""
+    for _, metrics, rate in MODES:
+        assert measure(metrics, rate, messages=200, members=3) > 0
