@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
-from hello_server.log_limits import MalformedRequestLog
+from hello_server.log_limits import MalformedRequestLog, RefusalLog
 from tests.support import TIMEOUT
 
 CHECK = "/grpc.health.v1.Health/Check"
@@ -100,3 +100,25 @@ class TestMalformedRequestLog:
         assert len(lines.lines) == 1
         limiter.uninstall()
         assert lines.lines[1].startswith("2 malformed requests refused in the last ")
+
+
+class TestRefusalLog:
+    async def test_once_per_client_and_bounded_by_max_clients(self, lines: Lines) -> None:
+        """Each client's first refusal is a line; past max_clients the rest count together."""
+        refusals = RefusalLog(interval=3600, max_clients=2)
+        for client in ("a", "b", "c", "d"):
+            for _ in range(3):
+                refusals.refused("message", client, "too fast")
+        assert len(refusals) == 3  # a, b and "other clients"
+        assert [line.split(":")[0] for line in lines.lines] == [
+            "message refused for a",
+            "message refused for b",
+            "message refused for other clients",
+        ]
+        refusals.flush()
+        assert len(refusals) == 0
+        assert sorted(line.split(" in the last")[0] for line in lines.lines[3:]) == [
+            "2 messages refused for a",
+            "2 messages refused for b",
+            "5 messages refused for other clients",
+        ]
