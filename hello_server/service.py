@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar, assert_never
 
@@ -224,6 +225,7 @@ class ChatRoomService:
         member = joined.member
         try:
             await context.send_initial_metadata(acknowledgement(joined))
+            del joined  # sent: an idle stream keeps its member and nothing more
             await deliver(member.mailbox, context)
         except MailboxClosed as closed:
             # If the client ended the call just as the hub closed the mailbox,
@@ -308,7 +310,8 @@ class ChatRoomService:
     async def _enter(self, raw: bytes, context: Context, watches: bool) -> Joined:
         """Register the caller as a member, or end the call with the refusal."""
         try:
-            joined = self._admit(raw, context.peer(), watches)
+            # Interned: the members on one connection share one peer string.
+            joined = self._admit(raw, sys.intern(context.peer()), watches)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail)
         member = joined.member
