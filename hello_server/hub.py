@@ -352,7 +352,9 @@ class Hub:
             # member is not told of its own arrival.
             self._announce(room, PresenceChange(room_id, user_id, name, True, since_ns))
         elif isinstance(present, int):  # the user's second session
-            # Members are in join order, so the first of the user's is the one before.
+            # Members are in join order, so the first of the user's is the one
+            # before. A scan of the room, but only when a user goes from one
+            # session to two; Members lists the room in one pass anyway.
             first = next(m for m in room.members.values() if m.user_id == user_id)
             room.users[user_id] = _Presence(first.name, 2, present)
         else:
