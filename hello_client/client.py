@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -138,12 +139,24 @@ class Subscription(AsyncClosing):
         self._install(opened)
         # What the first join asked for: the replay, if any, follows this seq.
         self._accepted_seq = max(0, opened.seq - request.history) if request.history else opened.seq
+        # ...and ends with this one (0: none asked for, or another epoch since).
+        self._history_end = opened.seq if request.history else 0
 
     def _install(self, opened: _Opened) -> None:
         self._call: JoinCall | None = opened.call
         self._batched = opened.batched
         self.epoch = opened.epoch
         self.joined_seq = opened.seq
+
+    def replayed(self, message: ChatMessage) -> bool:
+        """Whether ``message`` is from the history the join asked for, not a live one.
+
+        Known by its seq: the replay ends with the room's seq at the first
+        join (``hello-seq``). Messages recovered by a reconnect were sent
+        while away, so they count as live; after a reconnect that could not
+        recover (a new epoch), nothing is history any more.
+        """
+        return 0 < message.seq <= self._history_end
 
     @property
     def batched(self) -> bool:
@@ -268,6 +281,7 @@ class Subscription(AsyncClosing):
         if not recovered:
             # Nothing is replayed: what follows is live, after the room's seq now.
             self._accepted_seq = opened.seq
+            self._history_end = 0
         self._install(opened)
         self.recovered = recovered
         self.reconnects += 1
@@ -347,8 +361,14 @@ class ChatClient(AsyncClosing):
             response_deserializer=pb.Exit.FromString,
         )
         self._subscribe_unimplemented = not batched
+        # Open subscriptions, so that closing the client ends them too (one
+        # waiting to reconnect would otherwise wait out its backoff first).
+        self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
 
     async def close(self) -> None:
+        """Close the channel, ending every subscription of this client (as their ``close``)."""
+        for subscription in list(self._subscriptions):
+            await subscription.close()
         await self._channel.close(None)
 
     @property
@@ -409,7 +429,9 @@ class ChatClient(AsyncClosing):
             roomID=room, user=pb.User(id=user, name=name), history=history, presence=presence
         )
         opened = await self.open_join(request)
-        return Subscription(self, request, opened, reconnect or NO_RECONNECT)
+        subscription = Subscription(self, request, opened, reconnect or NO_RECONNECT)
+        self._subscriptions.add(subscription)
+        return subscription
 
     async def open_join(self, request: pb.JoinRequest) -> _Opened:
         """One acknowledged Subscribe (or, on servers without it, Join) call."""

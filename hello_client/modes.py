@@ -114,10 +114,13 @@ async def listen(
                 continue
             if not isinstance(event, ChatMessage):
                 continue
+            earlier = subscription.replayed(event)
             if json_lines:
-                print(message_json(event), flush=True)
+                print(message_json(event, history=earlier), flush=True)
             elif console is not None:
-                console.print(message_renderable(event, me=user, width=console.width))
+                console.print(
+                    message_renderable(event, me=user, width=console.width, earlier=earlier)
+                )
             else:
                 print(message_line(event, me=user), flush=True)
             printed += 1

@@ -173,24 +173,26 @@ def message_line(message: ChatMessage, *, me: str | None = None) -> str:
     return f"{_clock(message.timestamp)} {sender}{mark}: {inert(message.text)}"
 
 
-def message_json(message: ChatMessage) -> str:
+def message_json(message: ChatMessage, *, history: bool = False) -> str:
     """One message as one JSON object: id, name, room, text, timestamp, seq.
 
     ``timestamp`` is RFC 3339 in UTC; ``seq`` is null when the server does not
-    number messages (servers speaking only the original protocol).
+    number messages (servers speaking only the original protocol). A message
+    replayed from the room's history (``history``) also has ``"history": true``;
+    live ones have no such key, so their lines are as they always were.
     """
     timestamp = message.timestamp.astimezone(UTC).isoformat(timespec="microseconds")
-    encoded = json.dumps(
-        {
-            "id": message.sender,
-            "name": message.name,
-            "room": message.room,
-            "text": message.text,
-            "timestamp": timestamp.replace("+00:00", "Z"),
-            "seq": message.seq or None,
-        },
-        ensure_ascii=False,
-    )
+    fields: dict[str, object] = {
+        "id": message.sender,
+        "name": message.name,
+        "room": message.room,
+        "text": message.text,
+        "timestamp": timestamp.replace("+00:00", "Z"),
+        "seq": message.seq or None,
+    }
+    if history:
+        fields["history"] = True
+    encoded = json.dumps(fields, ensure_ascii=False)
     return _json_safe(encoded)
 
 

@@ -252,13 +252,11 @@ async def _prompt(
 
 async def _read_room(subscription: Subscription, screen: _Screen) -> None:
     """Print the room's events until its stream ends for good."""
-    # The join's replay (history) ends with this seq; later messages are live.
-    replay_end = subscription.joined_seq
     shown_earlier = False
     try:
         async for event in subscription.events():
             if isinstance(event, ChatMessage):
-                earlier = 0 < event.seq <= replay_end
+                earlier = subscription.replayed(event)
                 if earlier and not shown_earlier:
                     shown_earlier = True
                     screen.notice("earlier messages:")
@@ -271,7 +269,6 @@ async def _read_room(subscription: Subscription, screen: _Screen) -> None:
                     who = display_name(event.user, event.name)
                     screen.notice(f"{who} {'joined' if event.joined else 'left'}")
             elif isinstance(event, Reconnecting):
-                replay_end = 0  # whatever comes after a rejoin was missed or is live
                 screen.notice(f"connection lost ({event.reason}); reconnecting…", error=True)
             elif isinstance(event, Reconnected):
                 if event.recovered:

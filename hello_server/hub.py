@@ -166,13 +166,17 @@ class Member:
 
 
 class _Presence:
-    """One user's sessions in one room."""
+    """The sessions in one room of a user who has had more than one there.
+
+    A user with a single session is just the time it arrived (`_Room.users`).
+    ``name`` is the first session's.
+    """
 
     __slots__ = ("name", "sessions", "since_ns")
 
-    def __init__(self, name: str, since_ns: int) -> None:
+    def __init__(self, name: str, sessions: int, since_ns: int) -> None:
         self.name = name
-        self.sessions = 0
+        self.sessions = sessions
         self.since_ns = since_ns
 
 
@@ -214,7 +218,11 @@ class _Room:
         self.history: list[bytes | None] = []
         self.history_start = 0
         self.history_bytes = 0
-        self.users: dict[str, _Presence] = {}
+        # Who is present, in arrival order: for a user with one session (most
+        # users) just when it arrived, its name being that member's, so that
+        # an idle member costs no record of its own; a `_Presence` from a
+        # user's second session on (it keeps the first session's name).
+        self.users: dict[str, int | _Presence] = {}
         # Members that asked for presence events; most rooms have none.
         self.watchers: dict[int, Member] | None = None
         self.expiry: asyncio.TimerHandle | None = None
@@ -332,19 +340,26 @@ class Hub:
             mailbox.preload(replay)
         else:
             mailbox = Mailbox(limits.max_messages, limits.max_bytes, self._ledger)
-        member = Member(next(self._ids), room_id, user_id, name, mailbox, connection)
+        # The room's own id string, not the request's copy: one per room, not per member.
+        member = Member(next(self._ids), room.room_id, user_id, name, mailbox, connection)
         room.members[member.member_id] = member
         self._member_count += 1
         present = room.users.get(user_id)
-        arrived = present is None
         if present is None:
-            present = room.users[user_id] = _Presence(name, time.time_ns())
-        present.sessions += 1
-        if arrived:
+            since_ns = time.time_ns()
+            room.users[user_id] = since_ns
             # Announced with the member registered, so that evicting a watcher
             # cannot empty (and drop) the room, and before it watches: a
             # member is not told of its own arrival.
-            self._announce(room, PresenceChange(room_id, user_id, name, True, present.since_ns))
+            self._announce(room, PresenceChange(room_id, user_id, name, True, since_ns))
+        elif isinstance(present, int):  # the user's second session
+            # Members are in join order, so the first of the user's is the one
+            # before. A scan of the room, but only when a user goes from one
+            # session to two; Members lists the room in one pass anyway.
+            first = next(m for m in room.members.values() if m.user_id == user_id)
+            room.users[user_id] = _Presence(first.name, 2, present)
+        else:
+            present.sessions += 1
         # Still a member, unless a memory check while announcing evicted it.
         if presence and member.member_id in room.members:
             if room.watchers is None:
@@ -397,14 +412,14 @@ class Hub:
             extra=fields(room=member.room_id, user=member.user_id, peer=member.connection),
         )
         present = room.users.get(member.user_id)
-        if present is not None:
+        if isinstance(present, _Presence) and present.sessions > 1:
             present.sessions -= 1
-            if present.sessions <= 0:
-                del room.users[member.user_id]
-                change = PresenceChange(
-                    room.room_id, member.user_id, present.name, False, time.time_ns()
-                )
-                self._announce(room, change)
+        elif present is not None:  # the user's last session
+            del room.users[member.user_id]
+            # A single session's name is the member's own; several keep the first one's.
+            name = present.name if isinstance(present, _Presence) else member.name
+            change = PresenceChange(room.room_id, member.user_id, name, False, time.time_ns())
+            self._announce(room, change)
         # Evictions while announcing may have emptied, kept or dropped the room already.
         if not room.members and room.expiry is None and self._rooms.get(room.room_id) is room:
             if self._room_ttl > 0 and not self._closed:
@@ -660,7 +675,13 @@ class Hub:
         room = self._rooms.get(room_id)
         if room is None or not room.members:
             raise RoomNotFound(room_id)
-        return [Presence(u, p.name, p.sessions, p.since_ns) for u, p in room.users.items()]
+        names = {m.user_id: m.name for m in room.members.values()}  # of single sessions
+        return [
+            Presence(u, p.name, p.sessions, p.since_ns)
+            if isinstance(p, _Presence)
+            else Presence(u, names[u], 1, p)
+            for u, p in room.users.items()
+        ]
 
     def epoch(self, room_id: str) -> str | None:
         """The room's current epoch, or None if the hub holds no such room."""

@@ -185,6 +185,28 @@ class TestNamesHistoryWho:
                 late.stop()
         assert texts == ["m2", "m3", "live"]
 
+    def test_listen_json_marks_replayed_lines_as_history(self, daemon: ServerProcess) -> None:
+        """Lines of the join's replay carry "history": true; live lines are as they always were."""
+        with listening(daemon.address, "marked") as observer:
+            for n in range(3):
+                send(daemon.address, "marked", "bob", f"m{n}")
+            live = [observer.next_message() for _ in range(3)]
+            late = Listener(daemon.address, "marked", "late", ["--history", "2", "--count", "3"])
+            try:
+                late.wait_joined()
+                send(daemon.address, "marked", "bob", "now")
+                lines = [late.next_message() for _ in range(3)]
+                assert late.process.wait(TIMEOUT) == 0
+            finally:
+                late.stop()
+        assert [(m["text"], m.get("history")) for m in lines] == [
+            ("m1", True),
+            ("m2", True),
+            ("now", None),
+        ]
+        assert [m["seq"] for m in lines] == [2, 3, 4]
+        assert all("history" not in m for m in [*live, lines[2]])
+
     def test_who_lists_members_as_lines_and_json(self, daemon: ServerProcess) -> None:
         with listening(daemon.address, "crowd", "ann"), listening(daemon.address, "crowd", "bob"):
             plain = run_chat(["who", "--server", daemon.address, "--room", "crowd"])

@@ -14,6 +14,7 @@ from hello_server.hub import (
     Hub,
     HubClosed,
     Member,
+    Presence,
     PresenceChange,
     QueueLimits,
     RoomNotFound,
@@ -441,6 +442,50 @@ class TestHistoryAndPresence:
         assert queued(watcher) == []
         hub.leave(two)
         assert queued(watcher) == [b"bob-"]
+
+    def test_a_users_presence_keeps_its_first_sessions_name_and_arrival(
+        self, encoder: RecordingEncoder
+    ) -> None:
+        """Later sessions, and the first one leaving, change neither the name nor the since."""
+        changes: list[PresenceChange] = []
+
+        def record(change: PresenceChange) -> bytes:
+            changes.append(change)
+            return b"presence"
+
+        hub = Hub(encoder, ROOMY, encode_presence=record)
+        hub.enter("lobby", "w", presence=True)
+        one = hub.join("lobby", "bob", "Bob")
+        [arrival] = changes
+        bob = Presence("bob", "Bob", 1, arrival.timestamp_ns)
+        assert hub.presence("lobby")[1] == bob
+        two = hub.join("lobby", "bob", "Robert")
+        assert hub.presence("lobby")[1] == Presence("bob", "Bob", 2, arrival.timestamp_ns)
+        hub.leave(one)
+        assert hub.presence("lobby")[1] == bob
+        three = hub.join("lobby", "bob", "Bobby")
+        hub.leave(two)
+        hub.leave(three)
+        assert [(c.user_id, c.name, c.joined) for c in changes] == [
+            ("bob", "Bob", True),
+            ("bob", "Bob", False),
+        ]
+        assert [p.user_id for p in hub.presence("lobby")] == ["w"]
+
+    def test_a_single_sessions_departure_carries_its_name(self, encoder: RecordingEncoder) -> None:
+        changes: list[PresenceChange] = []
+
+        def record(change: PresenceChange) -> bytes:
+            changes.append(change)
+            return b"presence"
+
+        hub = Hub(encoder, ROOMY, encode_presence=record)
+        hub.enter("lobby", "w", presence=True)
+        hub.leave(hub.join("lobby", "ann", "Ann"))
+        assert [(c.user_id, c.name, c.joined) for c in changes] == [
+            ("ann", "Ann", True),
+            ("ann", "Ann", False),
+        ]
 
     async def test_empty_rooms_are_kept_for_the_ttl_then_freed(
         self, encoder: RecordingEncoder

@@ -171,6 +171,38 @@ class TestReconnect:
         finally:
             await first.stop()
 
+    async def test_replayed_history_is_told_apart_from_live_and_later_epochs(self) -> None:
+        """``replayed``: the join's history only; a restarted room's low seqs are live."""
+        first = ChatServer(ServerConfig(port=0, grace_seconds=1))
+        await first.start()
+        port = first.port
+        try:
+            async with ChatClient(first.address) as chat:
+                anchor = await chat.join("told", "anchor", reconnect=None)
+                for n in range(3):
+                    await chat.send("told", "bob", f"m{n}")
+                room = await chat.join("told", "ann", history=2, reconnect=QUICK)
+                await chat.send("told", "bob", "live")
+                got = [await within(anext(room)) for _ in range(3)]
+                assert [(m.text, room.replayed(m)) for m in got] == [
+                    ("m1", True),
+                    ("m2", True),
+                    ("live", False),
+                ]
+                await anchor.close()
+                await first.stop()
+                assert isinstance(await within(room.next_event()), Reconnecting)
+                async with run_server(ServerConfig(port=port)):
+                    back = await within(room.next_event())
+                    assert isinstance(back, Reconnected)
+                    assert not back.recovered  # a new epoch
+                    await chat.send("told", "bob", "after")
+                    after = await within(anext(room))
+                    assert (after.text, after.seq, room.replayed(after)) == ("after", 1, False)
+                    await room.close()
+        finally:
+            await first.stop()
+
     async def test_without_reconnect_a_drain_ends_the_subscription(self) -> None:
         async with (
             run_server(ServerConfig(port=0, grace_seconds=1)) as running,
@@ -203,6 +235,34 @@ class TestReconnect:
             waiting = asyncio.create_task(room.next_event())
             await room.close()
             assert await within(waiting) is None
+
+    async def test_closing_the_client_interrupts_the_backoff_wait(self) -> None:
+        """ChatClient.close() with the server gone ends its subscriptions at once, cleanly."""
+        # A wait far longer than TIMEOUT: only close() can end it in time.
+        patient = ReconnectPolicy(first_delay=600, max_delay=600, give_up_seconds=3600)
+        loop = asyncio.get_running_loop()
+        unhandled: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: unhandled.append(context))
+        try:
+            running = ChatServer(ServerConfig(port=0, grace_seconds=1))
+            await running.start()
+            chat = ChatClient(running.address)
+            room = await chat.join("bye", "ann", reconnect=patient)
+            await running.stop()
+            assert isinstance(await within(room.next_event()), Reconnecting)
+            waiting = asyncio.create_task(room.next_event())
+            # One turn of the loop (no time passes): the task runs up to its
+            # first suspension, the backoff wait, and is still in it.
+            await asyncio.sleep(0)
+            assert not waiting.done()
+            await within(chat.close())
+            assert await within(waiting) is None
+            assert await within(room.next_event()) is None  # and it stays ended
+            await room.close()  # closing again is harmless
+            assert asyncio.all_tasks() == {asyncio.current_task()}
+        finally:
+            loop.set_exception_handler(None)
+        assert unhandled == []
 
 
 class _OriginalServer:
