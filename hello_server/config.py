@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,6 +14,10 @@ from hello_protocol.wire import DEFAULT_PORT, ENVELOPE_ALLOWANCE_BYTES
 from hello_server.hub import HistoryLimits, QueueLimits
 from hello_server.memory import MemoryBudget
 from hello_server.transport import TransportLimits
+
+if TYPE_CHECKING:  # both import ConfigError from here
+    from hello_server.auth import TokenVerifier
+    from hello_server.tls import ServerTls
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -98,6 +103,9 @@ class ServerConfig:
     redis_url: str | None = None
     # Server processes sharing the port (SO_REUSEPORT); more than one needs Redis.
     workers: int = 1
+    # TLS (None: plaintext) and token authentication (None: open, ids trusted).
+    tls: ServerTls | None = None
+    auth: TokenVerifier | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -166,6 +174,19 @@ class ServerConfig:
         if total is None:
             total = max(DEFAULT_MEMORY_BUDGET, connection)
         return MemoryBudget(total, connection)
+
+    @property
+    def security(self) -> str:
+        """For the ready line: TLS or not, tokens or not (nothing secret)."""
+        if self.tls is None:
+            transport = "plaintext"
+        elif self.tls.client_ca is None:
+            transport = "TLS"
+        else:
+            transport = "TLS, client certificates required"
+        if self.auth is None:
+            return f"{transport}; open: no authentication, user ids trusted as sent"
+        return f"{transport}; {self.auth.describe}"
 
     @property
     def address(self) -> str:

@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVICE_NAME
+from hello_server.auth import guard
 from hello_server.config import ServerConfig
 from hello_server.hub import Hub
 from hello_server.log_limits import MalformedRequestLog
@@ -117,7 +118,10 @@ class ChatServer:
         service = ChatRoomService(
             self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
         )
-        server.add_generic_rpc_handlers((service.rpc_handler(),))
+        handler = service.rpc_handler()
+        if self.config.auth is not None:
+            handler = guard(handler, self.config.auth)
+        server.add_generic_rpc_handlers((handler,))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -128,7 +132,10 @@ class ChatServer:
             server,
         )
         try:
-            port = server.add_insecure_port(self.config.address)
+            if self.config.tls is None:
+                port = server.add_insecure_port(self.config.address)
+            else:
+                port = server.add_secure_port(self.config.address, self.config.tls.credentials())
         except RuntimeError:
             port = 0
         if port == 0:

@@ -30,6 +30,7 @@ from hello_protocol.wire import (
     PresenceRecord,
     frame_batch,
 )
+from hello_server.auth import Forbidden, authorized_name
 from hello_server.hub import (
     Catchup,
     Envelope,
@@ -332,14 +333,15 @@ class ChatRoomService:
             request = pb.JoinRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("user id", request.user.id, self._limits)
-            check_name(request.user.name, self._limits)
+            name = authorized_name("user id", request.user.id, request.user.name)
+            check_name(name, self._limits)
             catchup = None
             if request.history or request.since_seq or request.epoch:
                 catchup = Catchup(request.history, request.since_seq, request.epoch)
             return self._hub.enter(
                 request.roomID,
                 request.user.id,
-                request.user.name,
+                name,
                 connection,
                 catchup,
                 presence=watches and request.presence,
@@ -353,17 +355,18 @@ class ChatRoomService:
             request = pb.Message.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("sender id", request.id, self._limits)
+            name = authorized_name("sender id", request.id, request.name)
             check_text(request.message, self._limits)
-            check_name(request.name, self._limits)
-            return self._hub.publish(request.roomID, request.id, request.message, request.name)
+            check_name(name, self._limits)
+            return self._hub.publish(request.roomID, request.id, request.message, name)
         except _REFUSABLE as error:
             raise Refusal.of(error, pb.Message) from None
 
 
 # What a request can be refused for; `Refusal.of` gives each its status.
 # Anything else is a bug: `_internal_errors` answers it INTERNAL, logged.
-_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed)
-_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed
+_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed, Forbidden)
+_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed | Forbidden
 
 
 class Refusal(Exception):
@@ -388,6 +391,8 @@ class Refusal(Exception):
             return cls(grpc.StatusCode.NOT_FOUND, str(error))
         if isinstance(error, HubClosed):
             return cls(grpc.StatusCode.UNAVAILABLE, str(error))
+        if isinstance(error, Forbidden):
+            return cls(grpc.StatusCode.PERMISSION_DENIED, str(error))
         assert_never(error)
 
 
