@@ -37,6 +37,7 @@ Examples:
   hello-chat --room lobby --user bot < notes.txt    send each line of a file
   uptime | hello-chat --room ops --user cron        send a command's output
   HELLO_SERVER=chat.example:8080 hello-chat --room lobby --user alice
+  hello-chat --ca ca.pem --token-file alice.jwt -s chat.example:8443 -r lobby -u alice
 
 \b
 Piped input is sent without joining: the room must have members, or the

@@ -71,6 +71,9 @@ Examples:
   hello-server                               serve on 127.0.0.1:8080
   hello-server --port 0 --log-level debug    any free port; log joins and leaves
   HELLO_PORT=9000 hello-server               any option from the environment
+  hello-server --config hello.toml           settings from a TOML file (port = 9000)
+  hello-server --tls-cert c.pem --tls-key k.pem --auth-jwt-secret-file jwt.secret
+  hello-server token --user alice --config hello.toml    mint a token (see token --help)
 
 \b
 The first SIGINT or SIGTERM drains, a second one stops at once. Exit codes:
