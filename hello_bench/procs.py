@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -52,10 +52,10 @@ def _pump(stream: Iterator[str], lines: queue.Queue[str | None], log: deque[str]
 
 
 @contextmanager
-def running_server(kind: str) -> Iterator[ServerProcess]:
+def running_server(kind: str, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """Start a ``kind`` server ("hello" or "baseline"); stop it by PID on exit."""
     process = subprocess.Popen(
-        [sys.executable, *_COMMANDS[kind]],
+        [sys.executable, *_COMMANDS[kind], *extra_args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

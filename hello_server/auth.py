@@ -231,15 +231,20 @@ class _Guarded(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     def __init__(self, inner: grpc.GenericRpcHandler[Any, Any], verifier: TokenVerifier) -> None:
         self._inner = inner
         self._verifier = verifier
-        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         method = handler_call_details.method
-        if method not in self._handlers:  # a handful of methods: wrapped once each
-            self._handlers[method] = self._wrap(self._inner.service(handler_call_details))
-        return self._handlers[method]
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            # Only the service's own handful of methods are kept: any name a
+            # client sends reaches here, and unknown ones must not fill a dict.
+            wrapped = self._wrap(self._inner.service(handler_call_details))
+            if wrapped is not None:
+                self._handlers[method] = wrapped
+        return wrapped
 
     def _wrap(
         self, handler: grpc.RpcMethodHandler[Any, Any] | None

@@ -132,6 +132,17 @@ class TestUnauthenticated:
             reply = await health.Check(health_pb2.HealthCheckRequest(service="hello.ChatRoom"))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
+    async def test_unknown_methods_stay_unimplemented(self, channel: grpc.aio.Channel) -> None:
+        """The guard wraps the service's methods only: any other name is UNIMPLEMENTED."""
+        for n in range(3):
+            call = channel.unary_unary(
+                f"/hello.ChatRoom/Nope{n}",
+                request_serializer=pb.RoomRequest.SerializeToString,
+                response_deserializer=pb.MemberList.FromString,
+            )
+            error = await rpc_error(call(pb.RoomRequest(), metadata=bearer(token("alice"))))
+            assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
 
 class TestPermissionDenied:
     @pytest.mark.parametrize("rpc", ["Join", "Subscribe"])
