@@ -12,8 +12,15 @@ whether a join's user id or a message's sender id is the caller's
 (PERMISSION_DENIED if not); with no authentication configured nobody is held
 and it trusts ids as given. Health and reflection are other services: open.
 
-Nothing is cached: a token is verified on every call (a stream is one call).
-Refusals say what is wrong with the token, never the key or the token itself.
+A token is checked on every call (a stream is one call). Its signature and
+claims are verified once: a token that passed is remembered (the exact string,
+which only a holder of the key could have signed) with its ``exp``, and
+accepted again only until then. The key never changes while the server runs,
+so nothing a remembered token was checked for can have changed but time.
+PyJWT takes hundreds of microseconds per token on a busy machine (it parses
+the token and prepares the key every time), a remembered token under one;
+the memory is bounded. Refusals say what is wrong with the token, never the
+key or the token itself.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ __all__ = [
 LEEWAY_SECONDS: Final = 30
 # RFC 7518 3.2: an HS256 key at least as long as the hash (256 bits).
 MIN_SECRET_BYTES: Final = 32
+# Tokens remembered as verified, at most (oldest forgotten first), and only
+# tokens of ordinary size: at most 4 MiB together.
+MAX_REMEMBERED_TOKENS: Final = 1024
+MAX_REMEMBERED_TOKEN_CHARS: Final = 4096
 # What `hello-server token` mints by default: a working day's dev session.
 DEFAULT_TOKEN_TTL_SECONDS: Final = 3600
 
@@ -80,6 +91,10 @@ class TokenVerifier:
     algorithms: tuple[str, ...]
     audience: str | None = None
     issuer: str | None = None
+    # Tokens that passed: the identity and until when (exp + leeway, Unix time).
+    _passed: dict[str, tuple[Identity, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def from_secret(
@@ -128,6 +143,20 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Identity:
         """The token's identity; raise `Unauthenticated` saying what is wrong."""
+        passed = self._passed.get(token)
+        if passed is not None:
+            identity, until = passed
+            if time.time() < until:
+                return identity
+            del self._passed[token]  # expired: verified again, to say so
+        identity, until = self._verify(token)
+        if len(token) <= MAX_REMEMBERED_TOKEN_CHARS:
+            if len(self._passed) >= MAX_REMEMBERED_TOKENS:
+                del self._passed[next(iter(self._passed))]  # the oldest
+            self._passed[token] = (identity, until)
+        return identity
+
+    def _verify(self, token: str) -> tuple[Identity, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -146,7 +175,8 @@ class TokenVerifier:
         name = claims.get("name", "")
         if not isinstance(name, str):
             raise Unauthenticated("the token's name claim must be a string")
-        return Identity(subject, name)
+        # PyJWT has checked that exp is a number.
+        return Identity(subject, name), float(claims["exp"]) + LEEWAY_SECONDS
 
     def _reason(self, error: jwt.PyJWTError) -> str:
         # Most specific first: several of these subclass DecodeError.

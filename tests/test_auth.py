@@ -19,7 +19,13 @@ from hello_client import ChatClient, NotAuthenticated, PermissionDenied
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, ServerConfig, run_server
-from hello_server.auth import LEEWAY_SECONDS, TokenVerifier
+from hello_server.auth import (
+    LEEWAY_SECONDS,
+    MAX_REMEMBERED_TOKENS,
+    Identity,
+    TokenVerifier,
+    Unauthenticated,
+)
 from tests.support import within
 from tests.support.calls import join_request, open_channel, receive, rpc_error
 from tests.support.security import SECRET, bearer, forged, token
@@ -142,6 +148,31 @@ class TestUnauthenticated:
             )
             error = await rpc_error(call(pb.RoomRequest(), metadata=bearer(token("alice"))))
             assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+class TestRememberedTokens:
+    def test_a_remembered_token_names_the_same_user(self) -> None:
+        verifier = TokenVerifier.from_secret(SECRET)
+        signed = token("alice", name="Alice")
+        assert verifier.verify(signed) == verifier.verify(signed) == Identity("alice", "Alice")
+
+    def test_forged_tokens_are_never_remembered(self) -> None:
+        """A refused token is refused again, however often it comes."""
+        verifier = TokenVerifier.from_secret(SECRET)
+        forgery = token("alice", key="another-secret-that-is-long-enough-0123456789")
+        for _ in range(3):
+            with pytest.raises(Unauthenticated, match="signature is not valid"):
+                verifier.verify(forgery)
+
+    def test_memory_is_bounded(self) -> None:
+        """Past MAX_REMEMBERED_TOKENS the oldest are forgotten (and verified again if used)."""
+        verifier = TokenVerifier.from_secret(SECRET)
+        tokens = [token(f"user-{n}") for n in range(MAX_REMEMBERED_TOKENS + 5)]
+        for signed in tokens:
+            verifier.verify(signed)
+        assert len(verifier._passed) == MAX_REMEMBERED_TOKENS
+        assert tokens[0] not in verifier._passed
+        assert verifier.verify(tokens[0]) == Identity("user-0", "")
 
 
 class TestPermissionDenied:
