@@ -4,8 +4,10 @@ to a hello-server child with ``--auth-jwt-secret`` as a ratio to one without.
 Each round starts an open server and an authenticated one, in alternating
 order, and drives each the same way from this process: one room with one
 Subscribe reader, and ``--senders`` users each keeping ``--in-flight`` sends
-going for ``--duration`` seconds, with SendMessage (a token verified per
-message) or with SendStream (a token verified per stream). Medians over rounds,
+going for ``--duration`` seconds, with SendMessage (a token checked per
+message) or with SendStream (a token checked per stream). It reports sends per
+second and the server's CPU time per send (user + system, from /proc: less
+disturbed than throughput by other load on the machine). Medians over rounds,
 with every round printed, so that the spread shows.
 
     python3 -m hello_bench.auth_cost --rounds 5 --duration 3
@@ -41,8 +43,8 @@ async def _sends_per_second(
     senders: int,
     in_flight: int,
     duration: float,
-) -> float:
-    """Accepted sends per second while the reader drains the room."""
+) -> tuple[float, int]:
+    """Accepted sends per second while the reader drains the room, and how many."""
 
     def client(user: str) -> ChatClient:
         return ChatClient(address, token=_token(user) if authenticated else None)
@@ -79,7 +81,7 @@ async def _sends_per_second(
         elapsed = asyncio.get_running_loop().time() - started
         reading.cancel()
         await asyncio.wait([reading])
-    return sent / elapsed
+    return sent / elapsed, sent
 
 
 def main() -> None:
@@ -92,13 +94,15 @@ def main() -> None:
     for stream in (False, True):
         rpc = "SendStream" if stream else "SendMessage"
         results: dict[bool, list[float]] = {False: [], True: []}
+        cpu_per_send: dict[bool, list[float]] = {False: [], True: []}
         for round_number in range(args.rounds):
             # Alternate which goes first, so a drift in machine load hits both.
             order = (False, True) if round_number % 2 == 0 else (True, False)
             for authenticated in order:
                 extra = ["--auth-jwt-secret", SECRET] if authenticated else []
                 with running_server("hello", extra) as server:
-                    rate = asyncio.run(
+                    cpu_before = server.stats.cpu_seconds()
+                    rate, sends = asyncio.run(
                         _sends_per_second(
                             server.address,
                             authenticated,
@@ -108,7 +112,9 @@ def main() -> None:
                             duration=args.duration,
                         )
                     )
+                    cpu = server.stats.cpu_seconds() - cpu_before
                 results[authenticated].append(rate)
+                cpu_per_send[authenticated].append(cpu / sends * 1e6)
         open_rates, auth_rates = results[False], results[True]
         ratios = [a / o for a, o in zip(auth_rates, open_rates, strict=True)]
         print(f"{rpc}: open {[round(r) for r in open_rates]} sends/s")
@@ -118,6 +124,12 @@ def main() -> None:
             f"auth {statistics.median(auth_rates):.0f}, ratio per round "
             f"{[round(r, 3) for r in ratios]}, median {statistics.median(ratios):.3f}"
         )
+        for authenticated, label in ((False, "open"), (True, "auth")):
+            costs = cpu_per_send[authenticated]
+            print(
+                f"{rpc}: {label} server CPU per send {[round(c) for c in costs]} us, "
+                f"median {statistics.median(costs):.0f} us"
+            )
 
 
 if __name__ == "__main__":
