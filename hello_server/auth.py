@@ -233,6 +233,10 @@ def authorized_name(what: str, user_id: str, name: str) -> str:
     ``what`` names the field ("user id", "sender id"). The token's ``name``
     claim, when it has one, wins over the request's: whoever issued the token
     vouches for it. Without one, the request's name stands.
+
+    Call it in the task of the call being served (the service's handlers
+    are): the caller is held there, and elsewhere nobody is, which reads as
+    "no authentication". tests/test_auth.py fails if a send path breaks this.
     """
     caller = _caller.get()
     if caller is None:
