@@ -9,7 +9,16 @@ async with ChatClient("127.0.0.1:8080") as client:
 
 from hello_client.backoff import ReconnectPolicy
 from hello_client.client import ChatClient, Subscription
-from hello_client.errors import Evicted, HelloError, InvalidInput, RoomNotFound, ServerUnavailable
+from hello_client.credentials import ClientTls
+from hello_client.errors import (
+    Evicted,
+    HelloError,
+    InvalidInput,
+    NotAuthenticated,
+    PermissionDenied,
+    RoomNotFound,
+    ServerUnavailable,
+)
 from hello_client.events import (
     ChatMessage,
     Member,
@@ -23,10 +32,13 @@ from hello_client.sender import StreamSender
 __all__ = [
     "ChatClient",
     "ChatMessage",
+    "ClientTls",
     "Evicted",
     "HelloError",
     "InvalidInput",
     "Member",
+    "NotAuthenticated",
+    "PermissionDenied",
     "PresenceChange",
     "ReconnectPolicy",
     "Reconnected",

@@ -10,14 +10,16 @@ one ``hello-chat: error:`` line and exit 2, like every other failure.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hello_client import modes
 from hello_client.address import server_target
+from hello_client.credentials import ClientTls, bearer_metadata, read_token
 from hello_client.runner import EXIT_INTERRUPTED, EXIT_OK, run_mode
 from hello_client.terminal import PROG, print_error, quiet_grpc_core
 from hello_protocol.wire import DEFAULT_ADDRESS
@@ -35,6 +37,7 @@ Examples:
   hello-chat --room lobby --user bot < notes.txt    send each line of a file
   uptime | hello-chat --room ops --user cron        send a command's output
   HELLO_SERVER=chat.example:8080 hello-chat --room lobby --user alice
+  hello-chat --ca ca.pem --token-file alice.jwt -s chat.example:8443 -r lobby -u alice
 
 \b
 Piped input is sent without joining: the room must have members, or the
@@ -157,7 +160,11 @@ class _BeforeCommand:
     room: str | None
     user: str | None
     name: str | None
-    target: str
+    server: modes.Server
+
+    def server_at(self, target: str | None) -> modes.Server:
+        """The server given before the command, or at ``target`` if the command named one."""
+        return self.server if target is None else replace(self.server, target=target)
 
 
 app = typer.Typer(
@@ -193,6 +200,64 @@ def room(
             help="Show up to N earlier messages of the room on joining (interactive).",
         ),
     ] = modes.DEFAULT_ROOM_HISTORY,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            envvar="HELLO_TLS",
+            help="Connect over TLS, trusting the system's CAs ($HELLO_TLS=1).",
+        ),
+    ] = False,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            envvar="HELLO_CA",
+            metavar="PEM",
+            help="Connect over TLS, trusting the CA certificates in this file.",
+            show_default=False,
+        ),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert",
+            envvar="HELLO_CERT",
+            metavar="PEM",
+            help="Client certificate, for servers that require one (with --key; implies TLS).",
+            show_default=False,
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            envvar="HELLO_KEY",
+            metavar="PEM",
+            help="The client certificate's private key.",
+            show_default=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="HELLO_TOKEN",
+            metavar="JWT",
+            help="Token for servers that require one (from hello-server token, or your issuer).",
+            show_default=False,
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            envvar="HELLO_TOKEN_FILE",
+            metavar="FILE",
+            help="As --token, read from a file (keeps it out of ps and the shell history).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -208,19 +273,23 @@ def room(
     On a terminal: messages appear above a prompt; Enter sends, Up recalls,
     /help lists the commands, /quit or Ctrl-D leaves.
     """
+    try:
+        connection = _connection(server, tls, ca, cert, key, token, token_file)
+    except ValueError as error:
+        ctx.fail(str(error))
     if ctx.invoked_subcommand is not None:
-        ctx.obj = _BeforeCommand(room, user, name, server)
+        ctx.obj = _BeforeCommand(room, user, name, connection)
         return
     room, user = _room_and_user(ctx, room, user)
     if not sys.stdin.isatty():
-        raise typer.Exit(run_mode(modes.pipe_lines(server, room, user, name or "")))
+        raise typer.Exit(run_mode(modes.pipe_lines(connection, room, user, name or "")))
     if not sys.stdout.isatty():
         ctx.fail(
             f"the interactive room needs a terminal on stdout; to record a room use "
             f"{PROG} listen --room {room} --user {user} > FILE"
         )
     # Ctrl-C at the prompt is a way to leave, not an interruption.
-    chatting = modes.interactive(server, room, user, name or "", history)
+    chatting = modes.interactive(connection, room, user, name or "", history)
     raise typer.Exit(run_mode(chatting, interrupted=0))
 
 
@@ -240,7 +309,7 @@ def send(
     before = ctx.find_object(_BeforeCommand)
     assert before is not None
     room, user = _room_and_user(ctx, room or before.room, user or before.user)
-    target = server or before.target
+    target = before.server_at(server)
     display_name = name if name is not None else before.name or ""
     raise typer.Exit(run_mode(modes.send_one(target, room, user, " ".join(text), display_name)))
 
@@ -266,7 +335,7 @@ def listen(
     before = ctx.find_object(_BeforeCommand)
     assert before is not None
     room, user = _room_and_user(ctx, room or before.room, user or before.user)
-    target = server or before.target
+    target = before.server_at(server)
     display_name = name if name is not None else before.name or ""
     listening = modes.listen(
         target,
@@ -293,7 +362,7 @@ def who_command(
     room = room or before.room
     if room is None:
         ctx.fail("missing --room")
-    target = server or before.target
+    target = before.server_at(server)
     raise typer.Exit(run_mode(modes.who(target, room, json_lines=json_lines)))
 
 
@@ -308,6 +377,28 @@ def main() -> None:
     except typer.Abort:
         code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _connection(
+    target: str,
+    tls: bool,
+    ca: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    token: str | None,
+    token_file: Path | None,
+) -> modes.Server:
+    """The server and how to reach it; ValueError naming the option that is wrong."""
+    if token is not None and token_file is not None:
+        raise ValueError("give --token or --token-file, not both")
+    if token_file is not None:
+        token = read_token(token_file)
+    credentials = None
+    if tls or ca is not None or cert is not None or key is not None:
+        credentials = ClientTls.from_files(ca, cert, key)
+    if token is not None:
+        bearer_metadata(token)  # checked here, where a bad one is a usage error
+    return modes.Server(target, credentials, token)
 
 
 def _room_and_user(ctx: typer.Context, room: str | None, user: str | None) -> tuple[str, str]:

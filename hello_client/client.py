@@ -21,6 +21,7 @@ from typing import NamedTuple, Self
 import grpc
 
 from hello_client.backoff import NO_RECONNECT, ReconnectPolicy
+from hello_client.credentials import ClientTls, bearer_metadata
 from hello_client.errors import HelloError, InvalidInput, ServerUnavailable, from_rpc_error
 from hello_client.events import (
     ChatMessage,
@@ -305,6 +306,8 @@ class ChatClient(AsyncClosing):
         max_id_chars: int = DEFAULT_MAX_ID_CHARS,
         batched: bool = True,
         channel_options: Sequence[tuple[str, int]] = (),
+        tls: ClientTls | None = None,
+        token: str | None = None,
     ) -> None:
         """A channel to ``target`` (``host:port``); no connection is made until needed.
 
@@ -315,30 +318,38 @@ class ChatClient(AsyncClosing):
         RPC (one message per read). ``channel_options`` are extra gRPC channel
         arguments, e.g. ``("grpc.use_local_subchannel_pool", 1)`` for a
         connection of its own.
+
+        ``tls``: connect over TLS (``ClientTls()`` trusts the system's CAs).
+        ``token``: sent as ``authorization: Bearer <token>`` with every call,
+        for servers that require authentication. ValueError if it is not
+        one word of printable characters.
         """
         self.target = target
         self.limits = validation.InputLimits(
             max_id_chars=max_id_chars, max_text_bytes=max_text_bytes
         )
         largest_message = max_text_bytes + ENVELOPE_ALLOWANCE_BYTES
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                # gRPC's default, raised only as far as the largest message
-                # the server may deliver: never unlimited.
-                (
-                    "grpc.max_receive_message_length",
-                    max(_GRPC_DEFAULT_RECEIVE_BYTES, largest_message),
-                ),
-                ("grpc.max_send_message_length", largest_message),
-                *CLIENT_KEEPALIVE_OPTIONS,
-                # Reconnect to a restarted server within seconds: gRPC's own
-                # backoff grows to two minutes, longer than a subscription waits.
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 5000),
-                *channel_options,
-            ],
-        )
+        self.metadata = bearer_metadata(token)
+        self.tls = tls
+        options = [
+            # gRPC's default, raised only as far as the largest message
+            # the server may deliver: never unlimited.
+            (
+                "grpc.max_receive_message_length",
+                max(_GRPC_DEFAULT_RECEIVE_BYTES, largest_message),
+            ),
+            ("grpc.max_send_message_length", largest_message),
+            *CLIENT_KEEPALIVE_OPTIONS,
+            # Reconnect to a restarted server within seconds: gRPC's own
+            # backoff grows to two minutes, longer than a subscription waits.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+            *channel_options,
+        ]
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, tls.credentials(), options=options)
         # Typed multicallables rather than the untyped generated stub.
         self._join = self._channel.unary_stream(
             JOIN_METHOD,
@@ -437,19 +448,21 @@ class ChatClient(AsyncClosing):
         """One acknowledged Subscribe (or, on servers without it, Join) call."""
         if not self._subscribe_unimplemented:
             try:
-                return await self._open(self._subscribe(request), True)
+                return await self._open(self._subscribe(request, metadata=self.metadata), True)
             except _Unimplemented:
                 self._subscribe_unimplemented = True
-        return await self._open(self._join(request), False)
+        return await self._open(self._join(request, metadata=self.metadata), False)
 
     async def members(self, room: str) -> list[Member]:
         """The users in ``room`` now; RoomNotFound when nobody is in it."""
         with _refused_here():
             validation.check_id("room id", room, self.limits)
         try:
-            reply: pb.MemberList = await self._members(pb.RoomRequest(roomID=room))
+            reply: pb.MemberList = await self._members(
+                pb.RoomRequest(roomID=room), metadata=self.metadata
+            )
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, self.target) from None
+            raise from_rpc_error(error, self.target, tls=self.tls is not None) from None
         return [Member.from_proto(member) for member in reply.members]
 
     async def send(self, room: str, user: str, text: str, *, name: str = "") -> int:
@@ -461,9 +474,9 @@ class ChatClient(AsyncClosing):
         self.check_message(room, user, text, name)
         message = pb.Message(id=user, roomID=room, message=text, name=name)
         try:
-            reply: pb.Exit = await self._send(message)
+            reply: pb.Exit = await self._send(message, metadata=self.metadata)
         except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error, self.target) from None
+            raise from_rpc_error(error, self.target, tls=self.tls is not None) from None
         if not reply.success:
             raise HelloError(reply.message or "the server did not accept the message")
         return reply.seq
@@ -487,7 +500,7 @@ class ChatClient(AsyncClosing):
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED and batched:
                 raise _Unimplemented from None
-            raise from_rpc_error(error, self.target) from None
+            raise from_rpc_error(error, self.target, tls=self.tls is not None) from None
         except BaseException:
             call.cancel()
             raise

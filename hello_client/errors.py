@@ -29,14 +29,48 @@ class MessagesMissing(HelloError):
     """A reconnect could not recover every message sent while the connection was lost."""
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError, target: str) -> HelloError:
-    """Map a failed call to the exception a caller can act on."""
-    return from_status(error.code(), error.details() or "", target)
+class NotAuthenticated(HelloError):
+    """The server needs a valid token (missing, expired or not signed by its key)."""
+
+
+class PermissionDenied(HelloError):
+    """The token is valid but not for the user id used (a token acts for its own user)."""
+
+
+def from_rpc_error(
+    error: grpc.aio.AioRpcError, target: str, *, tls: bool | None = None
+) -> HelloError:
+    """Map a failed call to the exception a caller can act on.
+
+    ``tls``: whether the client used TLS, for a hint when a new connection
+    is closed at once (what a TLS server does to a plaintext client, and a
+    mutual-TLS server to a client without a certificate); None for calls on
+    a connection that worked before, where a close means something else.
+    """
+    detail = error.details() or ""
+    if (
+        tls is not None
+        and error.code() == grpc.StatusCode.UNAVAILABLE
+        and "Socket closed" in detail
+    ):
+        hint = (
+            "does the server require a client certificate? give --cert and --key"
+            if tls
+            else "does the server require TLS? give --tls, or --ca with its CA certificate"
+        )
+        return ServerUnavailable(
+            f"cannot reach server {target}: the connection was closed ({hint})"
+        )
+    return from_status(error.code(), detail, target)
 
 
 def from_status(code: grpc.StatusCode, detail: str, target: str) -> HelloError:
     """Map a gRPC status (of a call, or of one message on SendStream) to an exception."""
     detail = detail or code.name.lower()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return NotAuthenticated(f"server {target} refused the call: {detail}")
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(f"server {target} refused the call: {detail}")
     if code == grpc.StatusCode.NOT_FOUND:
         return RoomNotFound(detail)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
@@ -64,6 +98,13 @@ def from_status(code: grpc.StatusCode, detail: str, target: str) -> HelloError:
 # gRPC's connection errors are long and name internals; the usual causes, in
 # the words a person would use. Anything else is passed through as it is.
 _UNREACHABLE_REASONS = (
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "its TLS certificate is not trusted (give the CA that signed it with --ca; "
+        "the certificate must also name the host you connect to)",
+    ),
+    ("WRONG_VERSION_NUMBER", "it does not speak TLS (leave out --tls and --ca)"),
+    ("handshake failed", "the TLS handshake failed"),
     ("Connection refused", "connection refused (is hello-server running there?)"),
     ("Domain name not found", "unknown host"),
     ("DNS resolution failed", "unknown host"),

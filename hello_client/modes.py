@@ -1,6 +1,7 @@
 """What hello-chat does once its options are parsed: one coroutine per mode.
 
-Each mode takes a validated ``host:port`` target and raises a ``HelloError``
+Each mode takes the `Server` to connect to (a validated ``host:port``
+target, TLS, token) and raises a ``HelloError``
 (or lets KeyboardInterrupt through) when it fails; ``runner`` turns that into
 an error line and an exit code.
 """
@@ -8,10 +9,12 @@ an error line and an exit code.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 from rich.console import Console
 
 from hello_client.client import ChatClient
+from hello_client.credentials import ClientTls
 from hello_client.errors import HelloError, MessagesMissing, ServerUnavailable
 from hello_client.events import ChatMessage, Reconnected, Reconnecting
 from hello_client.render import (
@@ -26,37 +29,49 @@ from hello_client.stdin_lines import stdin_lines
 from hello_client.terminal import PROG
 from hello_client.ui import run_room
 
-__all__ = ["interactive", "listen", "pipe_lines", "send_one", "who"]
+__all__ = ["Server", "interactive", "listen", "pipe_lines", "send_one", "who"]
 
 # The interactive room shows this many earlier messages on join unless told.
 DEFAULT_ROOM_HISTORY = 50
 
 
+@dataclass(frozen=True, slots=True)
+class Server:
+    """Where to connect and how: the ``host:port`` target, TLS (None: plaintext), a token."""
+
+    target: str
+    tls: ClientTls | None = None
+    token: str | None = None
+
+    def client(self) -> ChatClient:
+        return ChatClient(self.target, tls=self.tls, token=self.token)
+
+
 async def interactive(
-    target: str, room: str, user: str, name: str, history: int = DEFAULT_ROOM_HISTORY
+    server: Server, room: str, user: str, name: str, history: int = DEFAULT_ROOM_HISTORY
 ) -> None:
     """The room at a terminal: messages above a prompt (see ``ui``)."""
     async with (
-        ChatClient(target) as client,
+        server.client() as client,
         await client.join(room, user, name, history=history, presence=True) as subscription,
     ):
         await run_room(client, subscription, name)
 
 
-async def send_one(target: str, room: str, user: str, text: str, name: str = "") -> None:
+async def send_one(server: Server, room: str, user: str, text: str, name: str = "") -> None:
     """Send one message to a room that has members."""
-    async with ChatClient(target) as client:
+    async with server.client() as client:
         await client.send(room, user, text, name=name)
 
 
-async def pipe_lines(target: str, room: str, user: str, name: str = "") -> None:
+async def pipe_lines(server: Server, room: str, user: str, name: str = "") -> None:
     """Send each non-blank stdin line, in order, each once the previous one was accepted.
 
     No join: like ``send``, this delivers to the room's members, so a room
     without members is an error rather than a message nobody will read. The
     server must be reachable even when the input has no line to send.
     """
-    async with ChatClient(target) as client:
+    async with server.client() as client:
         await client.wait_connected()
         async for number, text in stdin_lines():
             try:
@@ -66,16 +81,16 @@ async def pipe_lines(target: str, room: str, user: str, name: str = "") -> None:
                 raise type(error)(f"line {number} not sent: {error}") from None
 
 
-async def who(target: str, room: str, *, json_lines: bool) -> None:
+async def who(server: Server, room: str, *, json_lines: bool) -> None:
     """Print the room's members, one a line (JSON objects with ``json_lines``)."""
-    async with ChatClient(target) as client:
+    async with server.client() as client:
         members = await client.members(room)
     for member in sorted(members, key=lambda m: m.user):
         print(member_json(member) if json_lines else member_line(member), flush=True)
 
 
 async def listen(
-    target: str,
+    server: Server,
     room: str,
     user: str,
     name: str,
@@ -97,7 +112,7 @@ async def listen(
     printed = 0
     missing = False
     async with (
-        ChatClient(target) as client,
+        server.client() as client,
         await client.join(room, user, name, history=history) as subscription,
     ):
         print(f"joined {inert(room)} as {inert(user)}", file=sys.stderr, flush=True)
@@ -131,7 +146,7 @@ async def listen(
                         "reconnecting may be missing"
                     )
                 return
-    raise ServerUnavailable(f"server {target} ended the stream of room {room}")
+    raise ServerUnavailable(f"server {server.target} ended the stream of room {room}")
 
 
 def _status(text: str) -> None:

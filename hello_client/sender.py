@@ -158,7 +158,8 @@ class StreamSender(AsyncClosing):
                     if stream is not None:
                         await stream.close()  # already over: this only reaps it
                     # No request iterator: messages are written one by one.
-                    stream = _Stream(self._open_call(), self._target)  # type: ignore[call-arg]
+                    call = self._open_call(metadata=self._client.metadata)  # type: ignore[call-arg]
+                    stream = _Stream(call, self._target)
                 stream.unacknowledged.append(ack)
                 # If the call has ended, its reader fails ``ack`` with the status.
                 with contextlib.suppress(grpc.aio.AioRpcError, grpc.aio.UsageError):

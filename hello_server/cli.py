@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,7 +25,8 @@ from hello_protocol.wire import (
     DEFAULT_MAX_TEXT_BYTES,
     DEFAULT_PORT,
 )
-from hello_server import logs
+from hello_server import config_file, logs
+from hello_server.auth import DEFAULT_TOKEN_TTL_SECONDS, TokenVerifier
 from hello_server.config import (
     DEFAULT_CONNECTION_QUEUE_BYTES,
     DEFAULT_HISTORY_BUDGET,
@@ -50,6 +52,7 @@ from hello_server.limits import (
     UserLimits,
 )
 from hello_server.server import BindError, ChatServer
+from hello_server.tls import ServerTls
 from hello_server.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
@@ -76,6 +79,9 @@ Examples:
   hello-server                               serve on 127.0.0.1:8080
   hello-server --port 0 --log-level debug    any free port; log joins and leaves
   HELLO_PORT=9000 hello-server               any option from the environment
+  hello-server --config hello.toml           settings from a TOML file (port = 9000)
+  hello-server --tls-cert c.pem --tls-key k.pem --auth-jwt-secret-file jwt.secret
+  hello-server token --user alice --config hello.toml    mint a token (see token --help)
 
 \b
 The first SIGINT or SIGTERM drains, a second one stops at once. Exit codes:
@@ -94,8 +100,129 @@ def _show_version(wanted: bool) -> None:
     raise typer.Exit(EXIT_OK)
 
 
+def _load_config_file(ctx: typer.Context, path: Path | None) -> Path | None:
+    """The --config callback (eager): the file's settings become click's default_map.
+
+    So a setting comes from the command line, else the environment, else the
+    file, else its default. The keys are those of the serve command, also for
+    ``hello-server token``, which takes the auth settings from the same file.
+    """
+    if path is None:
+        return None
+    try:
+        settings = config_file.load(path, _setting_keys())
+    except config_file.ConfigFileError as error:
+        raise typer.BadParameter(str(error), param_hint="--config") from None
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+    return path
+
+
+def _setting_keys() -> dict[str, str]:
+    return config_file.option_keys(typer.main.get_command(app).params)
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="HELLO_CONFIG",
+        is_eager=True,
+        callback=_load_config_file,
+        metavar="FILE",
+        help="TOML file of settings keyed by option name (port = 9000); "
+        "the environment and the command line override it.",
+        show_default=False,
+    ),
+]
+AuthSecretOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="HELLO_AUTH_JWT_SECRET",
+        help="Require HS256 tokens signed with this secret (32 bytes or more).",
+        show_default=False,
+    ),
+]
+AuthSecretFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="HELLO_AUTH_JWT_SECRET_FILE",
+        metavar="FILE",
+        help="As --auth-jwt-secret, read from a file (keeps it out of ps and the shell history).",
+        show_default=False,
+    ),
+]
+AuthPublicKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="HELLO_AUTH_JWT_PUBLIC_KEY",
+        metavar="PEM",
+        help="Require RS*/PS* (RSA key) or ES* (EC key) tokens verified with this public key.",
+        show_default=False,
+    ),
+]
+AuthAudienceOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="HELLO_AUTH_AUDIENCE", help="Tokens must have this aud claim.", show_default=False
+    ),
+]
+AuthIssuerOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="HELLO_AUTH_ISSUER", help="Tokens must have this iss claim.", show_default=False
+    ),
+]
+
+
+def _token_verifier(
+    secret: str | None,
+    secret_file: Path | None,
+    public_key: Path | None,
+    audience: str | None,
+    issuer: str | None,
+) -> TokenVerifier | None:
+    """The verifier the auth options describe; None (open) without a key."""
+    given = [
+        option
+        for option, value in (
+            ("--auth-jwt-secret", secret),
+            ("--auth-jwt-secret-file", secret_file),
+            ("--auth-jwt-public-key", public_key),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"give only one of {' and '.join(given)}")
+    if secret_file is not None:
+        try:
+            secret = secret_file.read_text().strip()
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or "not text"
+            raise ConfigError(
+                f"--auth-jwt-secret-file {secret_file}: cannot read it ({reason})"
+            ) from None
+    if secret is not None:
+        return TokenVerifier.from_secret(secret, audience=audience, issuer=issuer)
+    if public_key is not None:
+        return TokenVerifier.from_public_key(public_key, audience=audience, issuer=issuer)
+    if audience or issuer:
+        raise ConfigError("--auth-audience and --auth-issuer need a key: --auth-jwt-secret...")
+    return None
+
+
+def _server_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> ServerTls | None:
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise ConfigError("--tls-cert and --tls-key go together")
+    return ServerTls.from_files(cert, key, client_ca)
+
+
 @app.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(envvar="HELLO_HOST", help="Address to listen on.")] = (
         "127.0.0.1"
     ),
@@ -293,6 +420,46 @@ def serve(
             help=f"One of {', '.join(logs.LOG_FORMATS)}: json is one object per line.",
         ),
     ] = "text",
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HELLO_TLS_CERT",
+            metavar="PEM",
+            help="Serve TLS with this certificate chain (needs --tls-key).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HELLO_TLS_KEY",
+            metavar="PEM",
+            help="The certificate's private key (unencrypted PEM).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_client_ca: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="HELLO_TLS_CLIENT_CA",
+            metavar="PEM",
+            help="Require client certificates signed by these CAs (mutual TLS).",
+            show_default=False,
+        ),
+    ] = None,
+    auth_jwt_secret: AuthSecretOption = None,
+    auth_jwt_secret_file: AuthSecretFileOption = None,
+    auth_jwt_public_key: AuthPublicKeyOption = None,
+    auth_audience: AuthAudienceOption = None,
+    auth_issuer: AuthIssuerOption = None,
+    _config: ConfigOption = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config",
+            help="Print the effective settings as TOML (secrets masked) and exit.",
+        ),
+    ] = False,
     _version: Annotated[
         bool,
         typer.Option(
@@ -335,10 +502,21 @@ def serve(
             max_concurrent_rpcs=max_concurrent_rpcs,
             metrics_port=metrics_port,
             log_format=log_format.lower(),
+            tls=_server_tls(tls_cert, tls_key, tls_client_ca),
+            auth=_token_verifier(
+                auth_jwt_secret,
+                auth_jwt_secret_file,
+                auth_jwt_public_key,
+                auth_audience,
+                auth_issuer,
+            ),
         )
     except (ConfigError, ValueError) as error:
         typer.echo(f"hello-server: error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+    if print_config:
+        typer.echo(config_file.dump(ctx, _setting_keys()))
+        raise typer.Exit(EXIT_OK)
     logs.configure(config.log_format, config.logging_level)
     raise typer.Exit(asyncio.run(run(config)))
 
@@ -369,7 +547,7 @@ async def run(config: ServerConfig) -> int:
 
     if server.metrics_address is not None:
         log.info("metrics on http://%s/metrics", server.metrics_address)
-    log.info("hello-server ready on %s", server.address)
+    log.info("hello-server ready on %s (%s)", server.address, config.security)
     await draining.wait()
     drain = asyncio.create_task(server.stop())
     second_signal = asyncio.create_task(cut_short.wait())
@@ -387,13 +565,84 @@ async def run(config: ServerConfig) -> int:
     return EXIT_OK
 
 
-def main() -> None:
-    """Run the command; a usage error is one line, ``hello-server: error: ...``, exit 2."""
+token_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+TOKEN_EXAMPLES = """\b
+Examples:
+  hello-server token --user alice --auth-jwt-secret-file jwt.secret
+  HELLO_AUTH_JWT_SECRET=... hello-server token --user alice --name "Alice" --ttl 8h
+  hello-server token --config hello.toml --user bot --ttl 30d
+
+\b
+The token goes to stdout; give it to hello-chat --token (or HELLO_TOKEN).
+For development: in production, tokens come from your own identity service.
+"""
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``30m``, ``8h`` or ``7d``."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
     try:
-        code = app(prog_name=PROG, standalone_mode=False)
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration such as 90s, 30m, 8h or 7d") from None
+    if not 0 < seconds < float("inf"):
+        raise typer.BadParameter(f"{text!r} must be more than 0")
+    return seconds
+
+
+@token_app.command(epilog=TOKEN_EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+def token(
+    user: Annotated[
+        str, typer.Option("--user", "-u", help="The user id the token is for (sub claim).")
+    ],
+    name: Annotated[str, typer.Option(help="The display name (name claim); members see it.")] = "",
+    ttl: Annotated[
+        str, typer.Option(help="How long the token is valid: 90s, 30m, 8h, 7d.")
+    ] = f"{DEFAULT_TOKEN_TTL_SECONDS // 3600}h",
+    auth_jwt_secret: AuthSecretOption = None,
+    auth_jwt_secret_file: AuthSecretFileOption = None,
+    auth_jwt_public_key: AuthPublicKeyOption = None,
+    auth_audience: AuthAudienceOption = None,
+    auth_issuer: AuthIssuerOption = None,
+    _config: ConfigOption = None,
+) -> None:
+    """Mint a token for a user with the server's HS256 secret (for development)."""
+    seconds = _duration(ttl)
+    if not user:
+        raise typer.BadParameter("must not be empty", param_hint="--user")
+    try:
+        verifier = _token_verifier(
+            auth_jwt_secret, auth_jwt_secret_file, auth_jwt_public_key, auth_audience, auth_issuer
+        )
+        if verifier is None:
+            raise ConfigError(
+                "no secret to sign with: give --auth-jwt-secret, --auth-jwt-secret-file "
+                "or --config with the server's settings"
+            )
+        typer.echo(verifier.mint(user, name, seconds))
+    except ConfigError as error:
+        typer.echo(f"hello-server token: error: {error}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def main() -> None:
+    """Run the command; a usage error is one line, ``hello-server: error: ...``, exit 2.
+
+    ``hello-server token ...`` mints a token; anything else is the server's
+    own options (a subcommand group would make ``hello-server --port 0``
+    ambiguous with a command name).
+    """
+    command, prog, args = app, PROG, sys.argv[1:]
+    if args[:1] == ["token"]:
+        command, prog, args = token_app, f"{PROG} token", args[1:]
+    try:
+        code = command(args=args, prog_name=prog, standalone_mode=False)
     except typer.TyperException as error:  # Typer's (vendored click's) usage errors
         message = " ".join(error.format_message().split())
-        typer.echo(f"{PROG}: error: {message}", err=True)
+        typer.echo(f"{prog}: error: {message}", err=True)
         code = error.exit_code
     sys.exit(code)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,6 +16,10 @@ from hello_server.limits import UserLimits
 from hello_server.logs import LOG_FORMATS
 from hello_server.memory import MemoryBudget
 from hello_server.transport import TransportLimits
+
+if TYPE_CHECKING:  # both import ConfigError from here
+    from hello_server.auth import TokenVerifier
+    from hello_server.tls import ServerTls
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -118,6 +123,9 @@ class ServerConfig:
     # Prometheus /metrics on this port of the same host (None: off; 0: any free port).
     metrics_port: int | None = None
     log_format: str = "text"
+    # TLS (None: plaintext) and token authentication (None: open, ids trusted).
+    tls: ServerTls | None = None
+    auth: TokenVerifier | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -194,6 +202,19 @@ class ServerConfig:
         if total is None:
             total = max(DEFAULT_MEMORY_BUDGET, connection)
         return MemoryBudget(total, connection)
+
+    @property
+    def security(self) -> str:
+        """For the ready line: TLS or not, tokens or not (nothing secret)."""
+        if self.tls is None:
+            transport = "plaintext"
+        elif self.tls.client_ca is None:
+            transport = "TLS"
+        else:
+            transport = "TLS, client certificates required"
+        if self.auth is None:
+            return f"{transport}; open: no authentication, user ids trusted as sent"
+        return f"{transport}; {self.auth.describe}"
 
     @property
     def address(self) -> str:

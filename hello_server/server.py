@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVICE_NAME
+from hello_server.auth import guard
 from hello_server.config import ServerConfig
 from hello_server.guard import Guard
 from hello_server.hub import Hub, Member
@@ -173,7 +174,10 @@ class ChatServer:
             self.stalls,
             self.guard,
         )
-        server.add_generic_rpc_handlers((service.rpc_handler(),))
+        handler = service.rpc_handler()
+        if self.config.auth is not None:
+            handler = guard(handler, self.config.auth)
+        server.add_generic_rpc_handlers((handler,))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -184,7 +188,10 @@ class ChatServer:
             server,
         )
         try:
-            port = server.add_insecure_port(self.config.address)
+            if self.config.tls is None:
+                port = server.add_insecure_port(self.config.address)
+            else:
+                port = server.add_secure_port(self.config.address, self.config.tls.credentials())
         except RuntimeError:
             port = 0
         if port == 0:

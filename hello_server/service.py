@@ -34,6 +34,7 @@ from hello_protocol.wire import (
     PresenceRecord,
     frame_batch,
 )
+from hello_server.auth import Forbidden, authorized_name
 from hello_server.guard import Guard, Seat
 from hello_server.hub import (
     Catchup,
@@ -349,7 +350,8 @@ class ChatRoomService:
             request = pb.JoinRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("user id", request.user.id, self._limits)
-            check_name(request.user.name, self._limits)
+            name = authorized_name("user id", request.user.id, request.user.name)
+            check_name(name, self._limits)
             catchup = None
             if request.history or request.since_seq or request.epoch:
                 catchup = Catchup(request.history, request.since_seq, request.epoch)
@@ -358,7 +360,7 @@ class ChatRoomService:
                 joined = self._hub.enter(
                     request.roomID,
                     request.user.id,
-                    request.user.name,
+                    name,
                     connection,
                     catchup,
                     presence=watches and request.presence,
@@ -380,10 +382,11 @@ class ChatRoomService:
             request = pb.Message.FromString(raw)
             check_id("room id", request.roomID, self._limits)
             check_id("sender id", request.id, self._limits)
+            name = authorized_name("sender id", request.id, request.name)
             check_text(request.message, self._limits)
-            check_name(request.name, self._limits)
+            check_name(name, self._limits)
             self._guard.sending(request.id, request.roomID, context.peer)
-            envelope = self._hub.publish(request.roomID, request.id, request.message, request.name)
+            envelope = self._hub.publish(request.roomID, request.id, request.message, name)
         except _REFUSABLE as error:
             refusal = Refusal.of(error, pb.Message)
             self._guard.sent(rpc, refusal.code, started, None)
@@ -412,8 +415,8 @@ class _Departure:
 
 # What a request can be refused for; `Refusal.of` gives each its status.
 # Anything else is a bug: `_internal_errors` answers it INTERNAL, logged.
-_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed, LimitExceeded)
-_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed | LimitExceeded
+_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed, LimitExceeded, Forbidden)
+_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed | LimitExceeded | Forbidden
 
 
 class Refusal(Exception):
@@ -446,6 +449,8 @@ class Refusal(Exception):
             if error.retry_after is not None:
                 trailers = ((RETRY_AFTER_HEADER, str(math.ceil(error.retry_after * 1000))),)
             return cls(grpc.StatusCode.RESOURCE_EXHAUSTED, error.detail, trailers)
+        if isinstance(error, Forbidden):
+            return cls(grpc.StatusCode.PERMISSION_DENIED, str(error))
         assert_never(error)
 
 

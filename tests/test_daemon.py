@@ -306,6 +306,9 @@ class TestHelpAndVersion:
             "hello-server",
             "hello-server --port 0 --log-level debug",
             "HELLO_PORT=9000 hello-server",
+            "hello-server --config hello.toml",
+            "hello-server --tls-cert c.pem --tls-key k.pem --auth-jwt-secret-file jwt.secret",
+            "hello-server token --user alice --config hello.toml",
         ]
 
 

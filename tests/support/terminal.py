@@ -117,14 +117,21 @@ def wait_until_room_gone(address: str, room: str, *, user: str = "probe") -> Non
 class Listener:
     """``hello-chat listen --json`` as a member of a room, read line by line."""
 
-    def __init__(self, address: str, room: str, user: str, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        address: str,
+        room: str,
+        user: str,
+        extra: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
             [*chat_command(), "listen", "--json", *extra, *_who(address, room, user)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=child_env(),
+            env=env or child_env(),
         )
         self.stdout: queue.Queue[str | None] = queue.Queue()
         self.stderr: queue.Queue[str | None] = queue.Queue()
