@@ -231,9 +231,16 @@ class _Room:
 
 
 class RoomHub(Protocol):
-    """What the gRPC service needs from a room backend."""
+    """What the gRPC service needs from a room backend.
 
-    def enter(
+    ``enter``, ``publish`` and ``presence`` are coroutines so that a backend
+    may do I/O (Redis); the in-process `Hub` answers them without suspending.
+    ``leave`` stays synchronous (it runs from gRPC's done callbacks): a
+    backend that must do I/O to leave starts it and finishes it by
+    `wait_closed`. ``close`` ends every local stream at once.
+    """
+
+    async def enter(
         self,
         room_id: str,
         user_id: str,
@@ -245,11 +252,55 @@ class RoomHub(Protocol):
 
     def leave(self, member: Member) -> None: ...
 
-    def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope: ...
+    async def publish(
+        self, room_id: str, sender_id: str, text: str, name: str = ""
+    ) -> Envelope: ...
 
-    def presence(self, room_id: str) -> list[Presence]: ...
+    async def presence(self, room_id: str) -> list[Presence]: ...
 
     def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+class LocalRooms:
+    """The `RoomHub` of one process: `Hub`'s synchronous calls, awaitable.
+
+    Each coroutine returns without suspending, so awaiting one costs a call
+    and nothing else, and what `Hub` guarantees by running without a
+    suspension point (one order per room, gapless joins) still holds.
+    """
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def enter(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        catchup: Catchup | None = None,
+        presence: bool = False,
+    ) -> Joined:
+        return self.hub.enter(room_id, user_id, name, connection, catchup, presence)
+
+    def leave(self, member: Member) -> None:
+        self.hub.leave(member)
+
+    async def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope:
+        return self.hub.publish(room_id, sender_id, text, name)
+
+    async def presence(self, room_id: str) -> list[Presence]:
+        return self.hub.presence(room_id)
+
+    def close(self) -> None:
+        self.hub.close()
+
+    async def wait_closed(self) -> None:
+        return
 
 
 class Hub:

@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from hello_protocol import hello_pb2
 from hello_protocol.wire import SERVICE_NAME
 from hello_server.config import ServerConfig
-from hello_server.hub import Hub
+from hello_server.hub import Hub, LocalRooms, RoomHub
 from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
@@ -60,6 +60,9 @@ class ChatServer:
             encode_presence=encode_presence,
             history_budget=config.history_budget_bytes,
         )
+        # What the service calls: the hub itself, or a shared backend built
+        # around it at start (so that a test may replace the hub before).
+        self.rooms: RoomHub | None = None
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False
@@ -97,6 +100,7 @@ class ChatServer:
         _check_bindable(self.config.host, self.config.port)
         transport = ServerTransport(self.config.transport, self.config.max_receive_bytes)
         server = grpc.aio.server(options=transport.options)
+        self.rooms = LocalRooms(self.hub)
         try:
             port = self._serve_on(server)
             await server.start()
@@ -114,8 +118,9 @@ class ChatServer:
 
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""
+        assert self.rooms is not None
         service = ChatRoomService(
-            self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
+            self.rooms, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
         )
         server.add_generic_rpc_handlers((service.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -173,7 +178,8 @@ class ChatServer:
     async def _drain_and_stop(self, server: grpc.aio.Server) -> None:
         try:
             await self._health.enter_graceful_shutdown()
-            self.hub.close()
+            if self.rooms is not None:
+                self.rooms.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(self._drain_deadline) as self._drain_timer:
                     await self.hub.wait_until(lambda: self.hub.member_count == 0)
@@ -188,6 +194,8 @@ class ChatServer:
                 await server.stop(None)
             finally:
                 self._malformed_requests.uninstall()
+                if self.rooms is not None:
+                    await self.rooms.wait_closed()
                 if self.transport is not None:
                     await self.transport.stop_watching()
                 if self._lag_task is not None:

@@ -167,7 +167,7 @@ class ChatRoomService:
         try:
             request = pb.RoomRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
-            users = self._hub.presence(request.roomID)
+            users = await self._hub.presence(request.roomID)
         except _REFUSABLE as error:
             refusal = Refusal.of(error, pb.RoomRequest)
             await context.abort(refusal.code, refusal.detail)
@@ -185,7 +185,7 @@ class ChatRoomService:
     async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
         """Deliver a message to every member of an existing room."""
         try:
-            envelope = self._accept(raw)
+            envelope = await self._accept(raw)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail)
         return pb.Exit(success=True, seq=envelope.seq)
@@ -200,7 +200,7 @@ class ChatRoomService:
         """
         async for raw in requests:
             try:
-                envelope = self._accept(raw)
+                envelope = await self._accept(raw)
             except Refusal as refusal:
                 reply = pb.Exit(success=False, message=refusal.detail, code=refusal.code.value[0])
             except Exception:
@@ -308,7 +308,7 @@ class ChatRoomService:
     async def _enter(self, raw: bytes, context: Context, watches: bool) -> Joined:
         """Register the caller as a member, or end the call with the refusal."""
         try:
-            joined = self._admit(raw, context.peer(), watches)
+            joined = await self._admit(raw, context.peer(), watches)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail)
         member = joined.member
@@ -322,7 +322,7 @@ class ChatRoomService:
             self._stalls.serving(member)
         return joined
 
-    def _admit(self, raw: bytes, connection: str, watches: bool) -> Joined:
+    async def _admit(self, raw: bytes, connection: str, watches: bool) -> Joined:
         """Validate a serialised JoinRequest and join; raise `Refusal` if refused.
 
         ``watches``: the stream can carry presence events (Subscribe), so
@@ -336,7 +336,7 @@ class ChatRoomService:
             catchup = None
             if request.history or request.since_seq or request.epoch:
                 catchup = Catchup(request.history, request.since_seq, request.epoch)
-            return self._hub.enter(
+            return await self._hub.enter(
                 request.roomID,
                 request.user.id,
                 request.user.name,
@@ -347,7 +347,7 @@ class ChatRoomService:
         except _REFUSABLE as error:
             raise Refusal.of(error, pb.JoinRequest) from None
 
-    def _accept(self, raw: bytes) -> Envelope:
+    async def _accept(self, raw: bytes) -> Envelope:
         """Validate a serialised Message and publish it; raise `Refusal` if refused."""
         try:
             request = pb.Message.FromString(raw)
@@ -355,7 +355,8 @@ class ChatRoomService:
             check_id("sender id", request.id, self._limits)
             check_text(request.message, self._limits)
             check_name(request.name, self._limits)
-            return self._hub.publish(request.roomID, request.id, request.message, request.name)
+            hub = self._hub
+            return await hub.publish(request.roomID, request.id, request.message, request.name)
         except _REFUSABLE as error:
             raise Refusal.of(error, pb.Message) from None
 
