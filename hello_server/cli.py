@@ -31,6 +31,7 @@ from hello_server.config import (
     DEFAULT_HISTORY_MESSAGES,
     DEFAULT_LINGER_SECONDS,
     DEFAULT_MEMORY_BUDGET,
+    DEFAULT_PRESENCE_TTL_SECONDS,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
     DEFAULT_ROOM_TTL_SECONDS,
@@ -226,6 +227,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    presence_ttl: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_PRESENCE_TTL",
+            help="With --redis: seconds a server's members keep counting after it stops "
+            "refreshing them (it died); refreshed every third of this.",
+        ),
+    ] = DEFAULT_PRESENCE_TTL_SECONDS,
     workers: Annotated[
         int,
         typer.Option(
@@ -266,6 +275,7 @@ def serve(
             log_level=log_level.lower(),
             redis_url=redis,
             workers=workers,
+            presence_ttl_seconds=presence_ttl,
         )
     except (ConfigError, ValueError) as error:
         typer.echo(f"hello-server: error: {error}", err=True)

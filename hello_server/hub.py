@@ -128,6 +128,13 @@ class RoomNotFound(LookupError):
         self.room_id = room_id
 
 
+class BackendUnavailable(RuntimeError):
+    """A shared backend (Redis) cannot be reached; the client should retry."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"chat backend unavailable: {detail}")
+
+
 class HubClosed(RuntimeError):
     """The hub is shutting down and takes no more joins or messages."""
 
@@ -368,13 +375,45 @@ class Hub:
         """
         if self._closed:
             raise HubClosed
+        room = self._room(room_id)
+        replay, recovered = self._replay(room, catchup)
+        member = self.admit(room_id, user_id, name, connection, replay, presence)
+        return Joined(member, room.epoch, room.last_seq, recovered)
+
+    def _room(self, room_id: str) -> _Room:
+        """The room, created if need be; a retained room gets a member again."""
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        elif room.expiry is not None:  # a retained room gets a member again
+        elif room.expiry is not None:
             room.expiry.cancel()
             room.expiry = None
-        replay, recovered = self._replay(room, catchup)
+        return room
+
+    def next_member_id(self) -> int:
+        """An id for a member about to be admitted (a backend may need it first)."""
+        return next(self._ids)
+
+    def admit(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        replay: list[bytes] | None = None,
+        presence: bool = False,
+        member_id: int | None = None,
+    ) -> Member:
+        """Register a member with ``replay`` queued first; no suspension point.
+
+        The replay is queued on top of the mailbox bounds (see
+        `ReplayMailbox`): a member is never evicted for the replay it asked
+        for, only for falling behind after it. `enter` uses this with the
+        room's own history; a shared backend with the history it fetched.
+        """
+        if self._closed:
+            raise HubClosed
+        room = self._room(room_id)
         limits = self._limits
         mailbox: Mailbox
         if replay:
@@ -382,7 +421,9 @@ class Hub:
             mailbox.preload(replay)
         else:
             mailbox = Mailbox(limits.max_messages, limits.max_bytes, self._ledger)
-        member = Member(next(self._ids), room_id, user_id, name, mailbox, connection)
+        if member_id is None:
+            member_id = next(self._ids)
+        member = Member(member_id, room_id, user_id, name, mailbox, connection)
         room.members[member.member_id] = member
         self._member_count += 1
         present = room.users.get(user_id)
@@ -402,7 +443,40 @@ class Hub:
             room.watchers[member.member_id] = member
         log.debug("%s joined room %r (%d members)", user_id, room_id, len(room.members))
         self._notify()
-        return Joined(member, room.epoch, room.last_seq, recovered)
+        return member
+
+    def fan_out(self, room_id: str, payload: bytes) -> None:
+        """Queue ``payload`` (numbered elsewhere) for every local member of ``room_id``."""
+        room = self._rooms.get(room_id)
+        if room is not None and room.members:
+            self._deliver(payload, list(room.members.values()))
+
+    def tell_watchers(self, room_id: str, record: bytes, about: str) -> None:
+        """Queue a presence ``record`` for the room's watchers, except user ``about``'s own.
+
+        A member is never told of its own user's arrival or departure: that
+        user is present for as long as the member is.
+        """
+        room = self._rooms.get(room_id)
+        if room is None or not room.watchers:
+            return
+        watchers = [m for m in room.watchers.values() if m.user_id != about]
+        if watchers:
+            self._deliver(record, watchers)
+
+    def end_room(self, room_id: str, detail: str, keep: Member | None = None) -> None:
+        """End every local stream of ``room_id`` (but ``keep``) with UNAVAILABLE ``detail``.
+
+        Clients resume, so this is how a backend that cannot guarantee a
+        stream's next message says so instead of leaving a silent gap.
+        """
+        for member in self.members(room_id):
+            if member is not keep:
+                member.mailbox.close(CloseReason.UNAVAILABLE, detail)
+
+    def local_members(self, room_id: str) -> int:
+        room = self._rooms.get(room_id)
+        return 0 if room is None else len(room.members)
 
     @staticmethod
     def _replay(room: _Room, catchup: Catchup | None) -> tuple[list[bytes], bool | None]:

@@ -22,12 +22,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hello_protocol import hello_pb2
-from hello_protocol.wire import SERVICE_NAME
+from hello_protocol.wire import SERVICE_NAME, PresenceRecord
 from hello_server.config import ServerConfig
-from hello_server.hub import Hub, LocalRooms, RoomHub
+from hello_server.hub import HistoryLimits, Hub, LocalRooms, Member, RoomHub
 from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
+from hello_server.redis_hub import RedisHub
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
 
@@ -50,14 +51,17 @@ class ChatServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stalls = StalledConnections(config.stalled_close_seconds, lambda: self.port)
+        shared = config.redis_url is not None
+        # With Redis, the hub holds this process's members only: history,
+        # room retention and presence events live in Redis (RedisHub).
         self.hub = Hub(
             encode_message,
             config.queue,
             config.memory,
-            self.stalls.evicted,
-            history=config.history,
-            room_ttl=config.room_ttl_seconds,
-            encode_presence=encode_presence,
+            self._evicted,
+            history=HistoryLimits(0, 0) if shared else config.history,
+            room_ttl=0.0 if shared else config.room_ttl_seconds,
+            encode_presence=None if shared else encode_presence,
             history_budget=config.history_budget_bytes,
         )
         # What the service calls: the hub itself, or a shared backend built
@@ -75,6 +79,7 @@ class ChatServer:
         self._drain_deadline = math.inf  # event loop time
         self._drain_timer: asyncio.Timeout | None = None
         self.transport: ServerTransport | None = None  # set once serving
+        self._health_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -100,14 +105,34 @@ class ChatServer:
         _check_bindable(self.config.host, self.config.port)
         transport = ServerTransport(self.config.transport, self.config.max_receive_bytes)
         server = grpc.aio.server(options=transport.options)
-        self.rooms = LocalRooms(self.hub)
+        redis_hub: RedisHub | None = None
+        if self.config.redis_url is None:
+            self.rooms = LocalRooms(self.hub)
+        else:
+            self.rooms = redis_hub = RedisHub(
+                self.hub,
+                self.config.redis_url,
+                encode=encode_message,
+                encode_presence=encode_presence,
+                history=self.config.history,
+                room_ttl=self.config.room_ttl_seconds,
+                presence_ttl=self.config.presence_ttl_seconds,
+                on_health=self._backend_health,
+                as_presence=PresenceRecord,
+            )
         try:
             port = self._serve_on(server)
             await server.start()
-            for name in ("", SERVICE_NAME):
-                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if redis_hub is not None:
+                # Serving even if Redis is down: health says NOT_SERVING, calls
+                # fail UNAVAILABLE, and the hub reconnects by itself.
+                await redis_hub.start()
+            await self._set_health(redis_hub is None or redis_hub.healthy)
         except BaseException:
             await _discard(server)
+            if redis_hub is not None:
+                redis_hub.close()
+                await redis_hub.wait_closed()
             raise
         self._port = port
         self._server = server
@@ -115,6 +140,26 @@ class ChatServer:
         transport.watch(port)
         self._lag_task = asyncio.create_task(self._lag.run(), name="loop-lag")
         self._malformed_requests.install()
+
+    def _evicted(self, member: Member) -> None:
+        self.stalls.evicted(member)
+        if isinstance(self.rooms, RedisHub):
+            self.rooms.evicted(member)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if serving:
+            status = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    def _backend_health(self, serving: bool) -> None:
+        """The shared backend became (un)available: say so, unless draining."""
+        if self._drain is not None or self._server is None:
+            return
+        task = asyncio.create_task(self._set_health(serving), name="health")
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
 
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""

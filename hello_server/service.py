@@ -31,6 +31,7 @@ from hello_protocol.wire import (
     frame_batch,
 )
 from hello_server.hub import (
+    BackendUnavailable,
     Catchup,
     Envelope,
     HubClosed,
@@ -74,6 +75,7 @@ MAX_LAG_LINGER = 0.050
 _CLOSE_STATUS = {
     CloseReason.EVICTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     CloseReason.SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
+    CloseReason.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -363,8 +365,8 @@ class ChatRoomService:
 
 # What a request can be refused for; `Refusal.of` gives each its status.
 # Anything else is a bug: `_internal_errors` answers it INTERNAL, logged.
-_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed)
-_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed
+_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed, BackendUnavailable)
+_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed | BackendUnavailable
 
 
 class Refusal(Exception):
@@ -387,7 +389,7 @@ class Refusal(Exception):
             return cls(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         if isinstance(error, RoomNotFound):
             return cls(grpc.StatusCode.NOT_FOUND, str(error))
-        if isinstance(error, HubClosed):
+        if isinstance(error, HubClosed | BackendUnavailable):
             return cls(grpc.StatusCode.UNAVAILABLE, str(error))
         assert_never(error)
 
