@@ -162,6 +162,9 @@ class RedisHub:
         self._registered = False  # this node's heartbeat entry was written once
         self._closed = False
         self._stopped = asyncio.Event()
+        # Set to beat now: at shutdown, and when the pub/sub connection is
+        # back (Redis may be back: find out, and become healthy, at once).
+        self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
 
@@ -187,6 +190,7 @@ class RedisHub:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=COMMAND_TIMEOUT)
         self._stopped.set()
+        self._wake.set()
         for task in (self._listener, self._heartbeat):
             if task is not None:
                 task.cancel()
@@ -501,6 +505,7 @@ class RedisHub:
                 await self._subscribe(feeds)
                 self._pubsub_up = True
                 self._update_health()
+                self._wake.set()
                 delay = RECONNECT_MIN
                 if reconnect:
                     log.info("pub/sub connection to Redis is back; resubscribed %d", len(feeds))
@@ -561,7 +566,8 @@ class RedisHub:
                 interval = min(interval, RECONNECT_MAX)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
-                    await self._stopped.wait()
+                    await self._wake.wait()
+            self._wake.clear()
             if not self._stopped.is_set():
                 await self._beat()
 
@@ -663,6 +669,7 @@ class RedisHub:
     def _command_failed(self, error: BaseException) -> None:
         if self._commands_ok:
             log.warning("chat backend unavailable: %s", _describe(error))
+            self._wake.set()  # retry at the short, unhealthy interval from now on
         self._commands_ok = False
         self._update_health()
 

@@ -224,6 +224,9 @@ class TestConnectionBudget:
             stalled_close_seconds=600,
         )
 
+    # With Redis, members are evicted when the payload reaches this node, after
+    # the send returned: the test's own room choice below races with that.
+    @pytest.mark.local_only
     async def test_a_connection_that_stops_reading_stays_within_its_budget(
         self, server: ChatServer, stub: Stub
     ) -> None:
