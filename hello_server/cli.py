@@ -315,7 +315,14 @@ async def run(config: ServerConfig) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    log.info("hello-server ready on %s", server.address)
+    if server.config.redis_url is None:
+        log.info("hello-server ready on %s", server.address)
+    else:
+        # Not the URL itself: it may carry a password.
+        backend = "available" if server.backend_healthy else "unavailable, retrying"
+        log.info(
+            "hello-server ready on %s (rooms shared through Redis: %s)", server.address, backend
+        )
     await draining.wait()
     drain = asyncio.create_task(server.stop())
     second_signal = asyncio.create_task(cut_short.wait())

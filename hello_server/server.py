@@ -89,6 +89,11 @@ class ChatServer:
         return self._port
 
     @property
+    def backend_healthy(self) -> bool:
+        """Whether the shared backend (if any) is reachable now."""
+        return not isinstance(self.rooms, RedisHub) or self.rooms.healthy
+
+    @property
     def address(self) -> str:
         host = self.config.address.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
