@@ -227,6 +227,7 @@ class RedisHub:
         field = f"{self.node}\0{member_id}"
         missed: list[tuple[int, bytes]] = []
         maybe_registered = False
+        failed = True
         try:
             try:
                 async with asyncio.timeout(COMMAND_TIMEOUT):
@@ -260,6 +261,7 @@ class RedisHub:
             epoch, seq, first, entries = _decode_state(reply)
             if self._closed:
                 raise HubClosed
+            failed = False
         except BaseException as error:
             if maybe_registered:
                 self._remove_later(room_id, field, user_id, name)
@@ -271,6 +273,8 @@ class RedisHub:
             feed.pending -= 1
             with contextlib.suppress(ValueError):
                 feed.joining.remove(missed)
+            if failed:
+                self._drop_feed_if_idle(room_id)
         self._commands_ok_again()
         low = seq - len(entries) + 1
         self._advance(room_id, feed, epoch, seq, low, entries)
@@ -541,7 +545,11 @@ class RedisHub:
             if kind == b"message":
                 feed = self._feeds.get(room_id) if room_id is not None else None
                 if feed is not None and room_id is not None:
-                    self._on_message(room_id, feed, reply[2])
+                    try:
+                        self._on_message(room_id, feed, reply[2])
+                    except Exception:  # a malformed payload (or a bug) must not stop the feed
+                        log.exception("dropped a malformed message on room %r", room_id)
+                        self._lost(room_id, feed, _MISSED)
             elif kind == b"subscribe":
                 waiters = self._confirmations.get(channel)
                 if waiters:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, ServerConfig, run_server
+from hello_server import redis_scripts as scripts
+from hello_server.hub import Envelope
+from hello_server.service import encode_message
 from tests.support import TIMEOUT, within
 from tests.support.calls import (
     EOF,
@@ -282,6 +286,34 @@ class TestFaults:
             assert "pub/sub connection to Redis lost" in caplog.text
             anchor.cancel()
 
+    async def test_a_missed_publish_is_refilled_from_history(self, shared: str) -> None:
+        """A seq that jumps (a publish this server never got) is fetched from history, in order."""
+        async with servers(shared, 1) as (stub,):
+            reader = await joined(stub, "g", "reader")
+            await send(stub, "g", "bob", "m1")
+            await receive(reader, 1)
+            await accept_unpublished(shared, "g", "m2")  # seq 2: in history, never published
+            await send(stub, "g", "bob", "m3")
+            got = await receive(reader, 2)
+            assert [(m.seq, m.message) for m in got] == [(2, "m2"), (3, "m3")]
+            reader.cancel()
+
+    async def test_a_gap_history_cannot_fill_ends_streams_for_a_resume(self, shared: str) -> None:
+        """Missed and gone from history: UNAVAILABLE, and the resume says recovered=false."""
+        async with servers(shared, 1) as (stub,):
+            reader, headers = await acknowledged(stub, "Join", join("h", "reader"))
+            await send(stub, "h", "bob", "m1")
+            await receive(reader, 1)
+            await accept_unpublished(shared, "h", "m2", keep=False)
+            await send(stub, "h", "bob", "m3")
+            messages, code, detail = await drain(reader)
+            assert (messages, code) == ([], grpc.StatusCode.UNAVAILABLE)
+            assert "missed messages" in detail
+            request = await resume_request("h", "reader", 1, headers["hello-epoch"])
+            again, again_headers = await acknowledged(stub, "Join", request)
+            assert again_headers["hello-recovered"] == "false"
+            again.cancel()
+
     @pytest.mark.skipif(bool(EXTERNAL_URL), reason="restarts its own redis-server")
     async def test_redis_restart_unavailable_then_recovery(self) -> None:
         """Redis down: health NOT_SERVING, sends UNAVAILABLE; back: SERVING, clients rejoin."""
@@ -350,6 +382,27 @@ class TestFaults:
                 assert [m.user.id for m in listing.members] == ["w"]
                 victim.cancel()
                 watcher.cancel()
+
+
+async def accept_unpublished(url: str, room: str, text: str, keep: bool = True) -> None:
+    """Take the room's next seq as SEND would, but publish nothing: a lost publish.
+
+    With ``keep`` the message goes to the history; without, the history is
+    emptied, as if its bound had dropped the message before anyone fetched it.
+    """
+    meta, hist = scripts.room_keys(room)[:2]
+    client = aioredis.Redis.from_url(url)
+    try:
+        seq = await client.hincrby(meta, "seq", 1)
+        if keep:
+            payload = encode_message(Envelope(room, "ghost", text, seq, time.time_ns()))
+            await client.rpush(hist, payload)
+            await client.hincrby(meta, "bytes", len(payload))
+        else:
+            await client.delete(hist)
+            await client.hset(meta, "bytes", 0)
+    finally:
+        await client.aclose()
 
 
 @contextlib.contextmanager
