@@ -16,6 +16,7 @@ import math
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,9 +29,11 @@ from hello_server.hub import HistoryLimits, Hub, LocalRooms, Member, RoomHub
 from hello_server.log_limits import MalformedRequestLog
 from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
-from hello_server.redis_hub import RedisHub
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
+
+if TYPE_CHECKING:
+    from hello_server.redis_hub import RedisHub
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ class ChatServer:
         # What the service calls: the hub itself, or a shared backend built
         # around it at start (so that a test may replace the hub before).
         self.rooms: RoomHub | None = None
+        self._shared: RedisHub | None = None  # the rooms, when they are shared through Redis
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False
@@ -91,7 +95,7 @@ class ChatServer:
     @property
     def backend_healthy(self) -> bool:
         """Whether the shared backend (if any) is reachable now."""
-        return not isinstance(self.rooms, RedisHub) or self.rooms.healthy
+        return self._shared is None or self._shared.healthy
 
     @property
     def address(self) -> str:
@@ -114,7 +118,10 @@ class ChatServer:
         if self.config.redis_url is None:
             self.rooms = LocalRooms(self.hub)
         else:
-            self.rooms = redis_hub = RedisHub(
+            # Imported here: a server without --redis never loads redis-py.
+            from hello_server.redis_hub import RedisHub
+
+            self.rooms = self._shared = redis_hub = RedisHub(
                 self.hub,
                 self.config.redis_url,
                 encode=encode_message,
@@ -148,8 +155,8 @@ class ChatServer:
 
     def _evicted(self, member: Member) -> None:
         self.stalls.evicted(member)
-        if isinstance(self.rooms, RedisHub):
-            self.rooms.evicted(member)
+        if self._shared is not None:
+            self._shared.evicted(member)
 
     async def _set_health(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.NOT_SERVING
