@@ -83,7 +83,18 @@ _MISSED = "missed messages from the chat backend; resume to catch up"
 class _Feed:
     """This node's subscription to one room's channel, and its position in it."""
 
-    __slots__ = ("channel", "confirmed", "epoch", "held", "joining", "last", "pending", "refilling")
+    __slots__ = (
+        "channel",
+        "confirmed",
+        "epoch",
+        "establishing",
+        "generation",
+        "held",
+        "joining",
+        "last",
+        "pending",
+        "refilling",
+    )
 
     def __init__(self, channel: bytes, confirmed: asyncio.Future[None]) -> None:
         self.channel = channel
@@ -94,6 +105,14 @@ class _Feed:
         self.joining: list[list[tuple[int, bytes]]] = []  # what joiners in flight missed
         self.pending = 0  # joins in flight
         self.refilling = False
+        # While ``last`` is unknown, one join at a time learns it: a second
+        # join whose script ran before the first's reply would otherwise miss
+        # what the first one skipped as history.
+        self.establishing = asyncio.Lock()
+        # Bumped whenever the node's position is reset (it lost track): a
+        # join in flight across a reset cannot know what it missed, so it
+        # fails UNAVAILABLE and the client retries.
+        self.generation = 0
 
 
 class RedisHub:
@@ -228,13 +247,18 @@ class RedisHub:
         missed: list[tuple[int, bytes]] = []
         maybe_registered = False
         failed = True
+        locked = False
         try:
+            if feed.last < 0:
+                await feed.establishing.acquire()
+                locked = True
             try:
                 async with asyncio.timeout(COMMAND_TIMEOUT):
                     await asyncio.shield(feed.confirmed)
             except TimeoutError:
                 raise BackendUnavailable("Redis did not confirm the subscription") from None
             feed.joining.append(missed)
+            generation = feed.generation
             await self._redis.sadd(scripts.node_rooms_key(self.node), room_id)
             maybe_registered = True
             now = time.time_ns()
@@ -261,6 +285,10 @@ class RedisHub:
             epoch, seq, first, entries = _decode_state(reply)
             if self._closed:
                 raise HubClosed
+            if feed.generation != generation:
+                raise BackendUnavailable("this server lost track of the room meanwhile; retry")
+            low = seq - len(entries) + 1
+            self._advance(room_id, feed, epoch, seq, low, entries)
             failed = False
         except BaseException as error:
             if maybe_registered:
@@ -270,14 +298,14 @@ class RedisHub:
                 raise BackendUnavailable(_describe(error)) from None
             raise
         finally:
+            if locked:
+                feed.establishing.release()
             feed.pending -= 1
             with contextlib.suppress(ValueError):
                 feed.joining.remove(missed)
             if failed:
                 self._drop_feed_if_idle(room_id)
         self._commands_ok_again()
-        low = seq - len(entries) + 1
-        self._advance(room_id, feed, epoch, seq, low, entries)
         replay, recovered = _replay(catchup, epoch, seq, first, low, entries)
         replay.extend(payload for s, payload in missed if s > seq)
         member = self._local.admit(
@@ -393,6 +421,7 @@ class RedisHub:
                 # Redis lost the room (restarted, or swept this node): the
                 # members here belong to an epoch that is gone.
                 self._local.end_room(room_id, "the room was reset in the chat backend; rejoin")
+                feed.generation += 1
             feed.epoch = epoch
             feed.last = seq
         elif feed.last < 0:
@@ -432,18 +461,12 @@ class RedisHub:
             return
         seq = int(head)
         if feed.epoch is not None and epoch != feed.epoch:
-            self._local.end_room(room_id, "the room was reset in the chat backend; rejoin")
-            feed.epoch = None
-            feed.last = -1
-            feed.held.clear()
+            self._lost(room_id, feed, "the room was reset in the chat backend; rejoin")
         if feed.last < 0 or feed.refilling or seq > feed.last + 1:
             if seq > feed.last:
                 feed.held[seq] = body
             if len(feed.held) > MAX_HELD:
-                self._local.end_room(room_id, _MISSED)
-                feed.held.clear()
-                feed.epoch = None
-                feed.last = -1
+                self._lost(room_id, feed, _MISSED)
                 return
             self._drain(room_id, feed)
         elif seq == feed.last + 1:
@@ -490,6 +513,7 @@ class RedisHub:
         feed.epoch = None
         feed.last = -1
         feed.held.clear()
+        feed.generation += 1
 
     # -- the pub/sub connection -----------------------------------------------
 
