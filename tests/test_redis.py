@@ -150,6 +150,35 @@ class TestOneRoomAcrossServers:
             assert (await send(two, "brief", "carol", "new")).seq == 1
             again.cancel()
 
+    async def test_joins_during_a_flood_from_another_server_miss_nothing(self, shared: str) -> None:
+        """Joiners arriving together while another server sends: history then live, each once."""
+        async with servers(shared, 2) as (one, two):
+            anchor = await joined(two, "seam", "anchor")
+            total = 200
+
+            async def flood() -> None:
+                for i in range(total):
+                    await send(two, "seam", "bob", f"m{i}")
+
+            async def join_and_read(n: int) -> list[int]:
+                request = pb.JoinRequest(roomID="seam", user=pb.User(id=f"j{n}"), history=500)
+                call, _ = await acknowledged(one, "Subscribe" if n % 2 else "Join", request)
+                seqs: list[int] = []
+                async with asyncio.timeout(TIMEOUT):
+                    while not seqs or seqs[-1] < total:
+                        response = await call.read()
+                        assert response is not EOF, "the stream ended"
+                        seqs.extend(m.seq for m in unbatch(response))
+                call.cancel()
+                return seqs
+
+            sending = asyncio.create_task(flood())
+            results = await within(asyncio.gather(*(join_and_read(n) for n in range(8))))
+            await within(sending)
+            for seqs in results:
+                assert seqs == list(range(1, total + 1))
+            anchor.cancel()
+
     async def test_presence_across_servers(self, shared: str) -> None:
         """JOINED on a user's first session anywhere, LEFT on its last; Members from any server."""
         async with servers(shared, 3) as (one, two, three):
