@@ -74,6 +74,8 @@ MAX_CONNECTIONS = 32
 # of buffering without bound.
 MAX_HELD = 10_000
 # Pub/sub reconnection backoff, and how often an unhealthy node retries Redis.
+# A PING on the pub/sub connection unanswered this long means it hangs.
+PUBSUB_PING_TIMEOUT = COMMAND_TIMEOUT
 RECONNECT_MIN = 0.05
 RECONNECT_MAX = 1.0
 
@@ -176,6 +178,7 @@ class RedisHub:
         self._confirmations: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
         self._send_lock = asyncio.Lock()
         self._pubsub_up = False
+        self._ping_sent: float | None = None  # loop time of the unanswered PING
         self._commands_ok = False
         self._healthy = False
         self._registered = False  # this node's heartbeat entry was written once
@@ -525,6 +528,7 @@ class RedisHub:
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
                 self._conn = conn
+                self._ping_sent = None
                 self._confirmations.clear()
                 feeds = list(self._feeds.values())
                 for feed in feeds:
@@ -562,6 +566,9 @@ class RedisHub:
     async def _read(self, conn: AbstractConnection, refill: set[_Feed]) -> None:
         while True:
             reply = await conn.read_response(timeout=math.inf)
+            if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                self._ping_sent = None
+                continue
             if not isinstance(reply, list) or len(reply) < 3:
                 continue
             kind, channel = reply[0], reply[1]
@@ -603,8 +610,31 @@ class RedisHub:
             if not self._stopped.is_set():
                 await self._beat()
 
+    async def _check_pubsub(self) -> None:
+        """PING the pub/sub connection; one unanswered for too long is dropped.
+
+        A connection that hangs without closing (a network path that died
+        quietly) would otherwise go on looking subscribed while every
+        publish is lost; dropped, the listener reconnects and refills.
+        """
+        conn = self._conn
+        if conn is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._ping_sent is not None:
+            if now - self._ping_sent > PUBSUB_PING_TIMEOUT:
+                log.warning("pub/sub connection to Redis does not answer; reconnecting")
+                self._ping_sent = None
+                await conn.disconnect(nowait=True)  # the listener's read fails and it reconnects
+            return
+        self._ping_sent = now
+        async with self._send_lock:
+            with contextlib.suppress(*_FAILURES):
+                await conn.send_command("PING", check_health=False)
+
     async def _beat(self) -> None:
         """Refresh this node's entry, re-register its rooms, sweep dead nodes."""
+        await self._check_pubsub()
         try:
             now_ms = int(time.time() * 1000)
             expiry = now_ms + round(self._presence_ttl * 1000)

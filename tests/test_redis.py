@@ -40,6 +40,7 @@ from tests.support.calls import (
     send,
     unbatch,
 )
+from tests.support.network import TcpProxy
 from tests.support.processes import server_process
 from tests.support.redis import EXTERNAL_URL, RedisServer, flush, redis_server
 
@@ -314,6 +315,29 @@ class TestFaults:
             assert set(follower.failures) <= {grpc.StatusCode.UNAVAILABLE}
             assert "pub/sub connection to Redis lost" in caplog.text
             anchor.cancel()
+
+    async def test_a_hung_pubsub_connection_is_found_and_refilled(
+        self, shared: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A connection that stops relaying without closing: PING unanswered, reconnect, refill."""
+        caplog.set_level(logging.INFO, "hello_server.redis_hub")
+        relay = TcpProxy("127.0.0.1", int(shared.rsplit(":", 1)[1].split("/")[0]))
+        await relay.start()
+        try:
+            async with (
+                servers(f"redis://{relay.address}/0", 1) as (one,),
+                servers(shared, 1) as (two,),
+            ):
+                reader = await joined(one, "hung", "reader")
+                await relay.freeze()  # server one's connections to Redis hang from now on
+                for i in range(5):
+                    await send(two, "hung", "bob", f"m{i}")
+                got = await receive(reader, 5)
+                assert [(m.seq, m.message) for m in got] == [(i + 1, f"m{i}") for i in range(5)]
+                assert "pub/sub connection to Redis does not answer" in caplog.text
+                reader.cancel()
+        finally:
+            await relay.cut()
 
     async def test_a_missed_publish_is_refilled_from_history(self, shared: str) -> None:
         """A seq that jumps (a publish this server never got) is fetched from history, in order."""
