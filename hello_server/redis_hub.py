@@ -74,7 +74,8 @@ MAX_CONNECTIONS = 32
 # of buffering without bound.
 MAX_HELD = 10_000
 # Pub/sub reconnection backoff, and how often an unhealthy node retries Redis.
-# A PING on the pub/sub connection unanswered this long means it hangs.
+# The pub/sub connection is PINGed this often; one unanswered this long hangs.
+PUBSUB_PING_INTERVAL = 1.0
 PUBSUB_PING_TIMEOUT = COMMAND_TIMEOUT
 RECONNECT_MIN = 0.05
 RECONNECT_MAX = 1.0
@@ -189,6 +190,7 @@ class RedisHub:
         self._wake = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -201,6 +203,7 @@ class RedisHub:
         self._listener = asyncio.create_task(self._listen(), name="redis-pubsub")
         await self._beat()
         self._heartbeat = asyncio.create_task(self._beat_forever(), name="redis-heartbeat")
+        self._pinger = asyncio.create_task(self._ping_forever(), name="redis-pubsub-ping")
 
     def close(self) -> None:
         """Refuse new joins and messages, and end every local stream."""
@@ -213,7 +216,7 @@ class RedisHub:
             await asyncio.wait(list(self._tasks), timeout=COMMAND_TIMEOUT)
         self._stopped.set()
         self._wake.set()
-        for task in (self._listener, self._heartbeat):
+        for task in (self._listener, self._heartbeat, self._pinger):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -632,9 +635,17 @@ class RedisHub:
             with contextlib.suppress(*_FAILURES):
                 await conn.send_command("PING", check_health=False)
 
+    async def _ping_forever(self) -> None:
+        # Apart from the heartbeat, whose commands may themselves hang.
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PUBSUB_PING_INTERVAL):
+                    await self._stopped.wait()
+            if not self._stopped.is_set():
+                await self._check_pubsub()
+
     async def _beat(self) -> None:
         """Refresh this node's entry, re-register its rooms, sweep dead nodes."""
-        await self._check_pubsub()
         try:
             now_ms = int(time.time() * 1000)
             expiry = now_ms + round(self._presence_ttl * 1000)

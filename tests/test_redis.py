@@ -328,14 +328,20 @@ class TestFaults:
                 servers(f"redis://{relay.address}/0", 1) as (one,),
                 servers(shared, 1) as (two,),
             ):
-                reader = await joined(one, "hung", "reader")
+                anchor = await joined(two, "hung", "anchor")
+                follower = Follower(one, "hung")
+                reading = asyncio.create_task(follower.run(5))
+                await within(follower.ready.wait())
                 await relay.freeze()  # server one's connections to Redis hang from now on
                 for i in range(5):
                     await send(two, "hung", "bob", f"m{i}")
-                got = await receive(reader, 5)
-                assert [(m.seq, m.message) for m in got] == [(i + 1, f"m{i}") for i in range(5)]
+                await within(reading)
+                # Refilled, or resumed with everything: each once, none missing.
+                assert follower.seqs == [1, 2, 3, 4, 5]
+                assert "false" not in follower.recovered
+                assert set(follower.failures) <= {grpc.StatusCode.UNAVAILABLE}
                 assert "pub/sub connection to Redis does not answer" in caplog.text
-                reader.cancel()
+                anchor.cancel()
         finally:
             await relay.cut()
 
