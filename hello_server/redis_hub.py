@@ -105,7 +105,10 @@ class _Feed:
         self.epoch: str | None = None  # unknown until a join script tells it
         self.last = -1  # last seq fanned out; -1: unknown, so live ones are held
         self.held: dict[int, bytes] = {}  # live messages past a gap, by seq
-        self.joining: list[list[tuple[int, bytes]]] = []  # what joiners in flight missed
+        # What each join in flight (by member id) missed while its script ran.
+        # Keyed, not a list of lists: list.remove compares by value, and two
+        # joins' empty lists are equal.
+        self.joining: dict[int, list[tuple[int, bytes]]] = {}
         self.pending = 0  # joins in flight
         self.refilling = False
         # While ``last`` is unknown, one join at a time learns it: a second
@@ -263,7 +266,7 @@ class RedisHub:
                     await asyncio.shield(feed.confirmed)
             except TimeoutError:
                 raise BackendUnavailable("Redis did not confirm the subscription") from None
-            feed.joining.append(missed)
+            feed.joining[member_id] = missed
             generation = feed.generation
             await self._redis.sadd(scripts.node_rooms_key(self.node), room_id)
             maybe_registered = True
@@ -307,8 +310,7 @@ class RedisHub:
             if locked:
                 feed.establishing.release()
             feed.pending -= 1
-            with contextlib.suppress(ValueError):
-                feed.joining.remove(missed)
+            feed.joining.pop(member_id, None)
             if failed:
                 self._drop_feed_if_idle(room_id)
         self._commands_ok_again()
@@ -415,7 +417,7 @@ class RedisHub:
     def _fan(self, room_id: str, feed: _Feed, seq: int, payload: bytes) -> None:
         self._local.fan_out(room_id, payload)
         feed.last = seq
-        for missed in feed.joining:
+        for missed in feed.joining.values():
             missed.append((seq, payload))
 
     def _advance(
