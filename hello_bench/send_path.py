@@ -23,6 +23,7 @@ import typer
 
 from hello_protocol import hello_pb2 as pb
 from hello_server.config import ServerConfig
+from hello_server.hub import LocalRooms
 from hello_server.limits import UserLimits
 from hello_server.server import ChatServer
 from hello_server.service import ChatRoomService
@@ -44,7 +45,7 @@ class _Peer:
         return "ipv4:127.0.0.1:1"
 
 
-def measure(metrics: bool, rate: bool, messages: int, members: int) -> float:
+async def measure(metrics: bool, rate: bool, messages: int, members: int) -> float:
     """CPU microseconds per message through `_accept` with the given hooks on."""
     config = ServerConfig(
         port=0,
@@ -52,13 +53,15 @@ def measure(metrics: bool, rate: bool, messages: int, members: int) -> float:
         user_limits=UserLimits(send_rate=1e6, send_burst=1_000_000) if rate else UserLimits(),
     )
     server = ChatServer(config)  # never started: its hub, guard and metrics are what count
-    service = ChatRoomService(server.hub, config.limits, 0.005, None, None, server.guard)
+    service = ChatRoomService(
+        LocalRooms(server.hub), config.limits, 0.005, None, None, server.guard
+    )
     boxes = [server.hub.join("r", f"u{i}", connection=f"c{i}").mailbox for i in range(members)]
     raw = pb.Message(id="sender", roomID="r", message="x" * 100).SerializeToString()
     context: grpc.aio.ServicerContext[bytes, bytes] = _Peer()  # type: ignore[assignment]
     start = time.process_time()
     for n in range(messages):
-        service._accept(raw, "SendMessage", context)
+        await service._accept(raw, "SendMessage", context)
         if n % 8 == 7:
             for box in boxes:
                 box.wrote(shared=sum(map(len, box.take_nowait(512))))
@@ -76,7 +79,7 @@ def main(
     async def run() -> None:
         for _ in range(runs):
             cells = [
-                f"{name} {measure(metrics, rate, messages, members):6.2f}"
+                f"{name} {await measure(metrics, rate, messages, members):6.2f}"
                 for name, metrics, rate in MODES
             ]
             typer.echo("  ".join(cells) + "  us/message")

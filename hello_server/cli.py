@@ -35,6 +35,7 @@ from hello_server.config import (
     DEFAULT_LINGER_SECONDS,
     DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MEMORY_BUDGET,
+    DEFAULT_PRESENCE_TTL_SECONDS,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_MESSAGES,
     DEFAULT_ROOM_TTL_SECONDS,
@@ -362,6 +363,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    presence_ttl: Annotated[
+        float,
+        typer.Option(
+            envvar="HELLO_PRESENCE_TTL",
+            help="With --redis: seconds a server's members keep counting after it stops "
+            "refreshing them (it died); refreshed every third of this.",
+        ),
+    ] = DEFAULT_PRESENCE_TTL_SECONDS,
     workers: Annotated[
         int,
         typer.Option(
@@ -510,6 +519,7 @@ def serve(
                 auth_audience,
                 auth_issuer,
             ),
+            presence_ttl_seconds=presence_ttl,
         )
     except (ConfigError, ValueError) as error:
         typer.echo(f"hello-server: error: {error}", err=True)
@@ -547,7 +557,17 @@ async def run(config: ServerConfig) -> int:
 
     if server.metrics_address is not None:
         log.info("metrics on http://%s/metrics", server.metrics_address)
-    log.info("hello-server ready on %s (%s)", server.address, config.security)
+    if server.config.redis_url is None:
+        log.info("hello-server ready on %s (%s)", server.address, config.security)
+    else:
+        # Not the URL itself: it may carry a password.
+        backend = "available" if server.backend_healthy else "unavailable, retrying"
+        log.info(
+            "hello-server ready on %s (%s; rooms shared through Redis: %s)",
+            server.address,
+            config.security,
+            backend,
+        )
     await draining.wait()
     drain = asyncio.create_task(server.stop())
     second_signal = asyncio.create_task(cut_short.wait())

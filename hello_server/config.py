@@ -72,6 +72,11 @@ MAX_ROOM_TTL_SECONDS = 7 * 24 * 3600
 
 
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# With --redis, each server refreshes its members' presence entries every
+# third of this, so a server that dies (kill -9, lost host) stops counting
+# within this long plus one sweep (a third of it): 20 s at most by default.
+# Shorter finds dead servers sooner and costs one Redis round trip per third.
+DEFAULT_PRESENCE_TTL_SECONDS = 15.0
 
 # gRPC's server-wide cap on calls in progress (grpc.aio's maximum_concurrent_rpcs).
 # It counts every call, and a Join or Subscribe stream is a call for as long
@@ -126,6 +131,8 @@ class ServerConfig:
     # TLS (None: plaintext) and token authentication (None: open, ids trusted).
     tls: ServerTls | None = None
     auth: TokenVerifier | None = None
+    # How long a server's presence entries in Redis outlive its last heartbeat.
+    presence_ttl_seconds: float = DEFAULT_PRESENCE_TTL_SECONDS
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -175,6 +182,8 @@ class ServerConfig:
                 f"Redis URL {self.redis_url!r} must start with one of "
                 f"{', '.join(REDIS_URL_SCHEMES)}"
             )
+        if not 0.3 <= self.presence_ttl_seconds <= 3600:
+            raise ConfigError("presence TTL must be between 0.3 and 3600 s")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
         if self.workers > 1 and self.redis_url is None:

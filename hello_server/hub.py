@@ -129,6 +129,13 @@ class RoomNotFound(LookupError):
         self.room_id = room_id
 
 
+class BackendUnavailable(RuntimeError):
+    """A shared backend (Redis) cannot be reached; the client should retry."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"chat backend unavailable: {detail}")
+
+
 class HubClosed(RuntimeError):
     """The hub is shutting down and takes no more joins or messages."""
 
@@ -240,9 +247,16 @@ class _Room:
 
 
 class RoomHub(Protocol):
-    """What the gRPC service needs from a room backend."""
+    """What the gRPC service needs from a room backend.
 
-    def enter(
+    ``enter``, ``publish`` and ``presence`` are coroutines so that a backend
+    may do I/O (Redis); the in-process `Hub` answers them without suspending.
+    ``leave`` stays synchronous (it runs from gRPC's done callbacks): a
+    backend that must do I/O to leave starts it and finishes it by
+    `wait_closed`. ``close`` ends every local stream at once.
+    """
+
+    async def enter(
         self,
         room_id: str,
         user_id: str,
@@ -254,11 +268,55 @@ class RoomHub(Protocol):
 
     def leave(self, member: Member) -> None: ...
 
-    def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope: ...
+    async def publish(
+        self, room_id: str, sender_id: str, text: str, name: str = ""
+    ) -> Envelope: ...
 
-    def presence(self, room_id: str) -> list[Presence]: ...
+    async def presence(self, room_id: str) -> list[Presence]: ...
 
     def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+class LocalRooms:
+    """The `RoomHub` of one process: `Hub`'s synchronous calls, awaitable.
+
+    Each coroutine returns without suspending, so awaiting one costs a call
+    and nothing else, and what `Hub` guarantees by running without a
+    suspension point (one order per room, gapless joins) still holds.
+    """
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def enter(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        catchup: Catchup | None = None,
+        presence: bool = False,
+    ) -> Joined:
+        return self.hub.enter(room_id, user_id, name, connection, catchup, presence)
+
+    def leave(self, member: Member) -> None:
+        self.hub.leave(member)
+
+    async def publish(self, room_id: str, sender_id: str, text: str, name: str = "") -> Envelope:
+        return self.hub.publish(room_id, sender_id, text, name)
+
+    async def presence(self, room_id: str) -> list[Presence]:
+        return self.hub.presence(room_id)
+
+    def close(self) -> None:
+        self.hub.close()
+
+    async def wait_closed(self) -> None:
+        return
 
 
 class Hub:
@@ -326,13 +384,45 @@ class Hub:
         """
         if self._closed:
             raise HubClosed
+        room = self._room(room_id)
+        replay, recovered = self._replay(room, catchup)
+        member = self.admit(room_id, user_id, name, connection, replay, presence)
+        return Joined(member, room.epoch, room.last_seq, recovered)
+
+    def _room(self, room_id: str) -> _Room:
+        """The room, created if need be; a retained room gets a member again."""
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
-        elif room.expiry is not None:  # a retained room gets a member again
+        elif room.expiry is not None:
             room.expiry.cancel()
             room.expiry = None
-        replay, recovered = self._replay(room, catchup)
+        return room
+
+    def next_member_id(self) -> int:
+        """An id for a member about to be admitted (a backend may need it first)."""
+        return next(self._ids)
+
+    def admit(
+        self,
+        room_id: str,
+        user_id: str,
+        name: str = "",
+        connection: str = "",
+        replay: list[bytes] | None = None,
+        presence: bool = False,
+        member_id: int | None = None,
+    ) -> Member:
+        """Register a member with ``replay`` queued first; no suspension point.
+
+        The replay is queued on top of the mailbox bounds (see
+        `ReplayMailbox`): a member is never evicted for the replay it asked
+        for, only for falling behind after it. `enter` uses this with the
+        room's own history; a shared backend with the history it fetched.
+        """
+        if self._closed:
+            raise HubClosed
+        room = self._room(room_id)
         limits = self._limits
         mailbox: Mailbox
         if replay:
@@ -340,8 +430,10 @@ class Hub:
             mailbox.preload(replay)
         else:
             mailbox = Mailbox(limits.max_messages, limits.max_bytes, self._ledger)
+        if member_id is None:
+            member_id = next(self._ids)
         # The room's own id string, not the request's copy: one per room, not per member.
-        member = Member(next(self._ids), room.room_id, user_id, name, mailbox, connection)
+        member = Member(member_id, room.room_id, user_id, name, mailbox, connection)
         room.members[member.member_id] = member
         self._member_count += 1
         present = room.users.get(user_id)
@@ -373,7 +465,40 @@ class Hub:
             extra=fields(room=room_id, user=user_id, peer=connection),
         )
         self._notify()
-        return Joined(member, room.epoch, room.last_seq, recovered)
+        return member
+
+    def fan_out(self, room_id: str, payload: bytes) -> None:
+        """Queue ``payload`` (numbered elsewhere) for every local member of ``room_id``."""
+        room = self._rooms.get(room_id)
+        if room is not None and room.members:
+            self._deliver(payload, list(room.members.values()))
+
+    def tell_watchers(self, room_id: str, record: bytes, about: str) -> None:
+        """Queue a presence ``record`` for the room's watchers, except user ``about``'s own.
+
+        A member is never told of its own user's arrival or departure: that
+        user is present for as long as the member is.
+        """
+        room = self._rooms.get(room_id)
+        if room is None or not room.watchers:
+            return
+        watchers = [m for m in room.watchers.values() if m.user_id != about]
+        if watchers:
+            self._deliver(record, watchers)
+
+    def end_room(self, room_id: str, detail: str, keep: Member | None = None) -> None:
+        """End every local stream of ``room_id`` (but ``keep``) with UNAVAILABLE ``detail``.
+
+        Clients resume, so this is how a backend that cannot guarantee a
+        stream's next message says so instead of leaving a silent gap.
+        """
+        for member in self.members(room_id):
+            if member is not keep:
+                member.mailbox.close(CloseReason.UNAVAILABLE, detail)
+
+    def local_members(self, room_id: str) -> int:
+        room = self._rooms.get(room_id)
+        return 0 if room is None else len(room.members)
 
     @staticmethod
     def _replay(room: _Room, catchup: Catchup | None) -> tuple[list[bytes], bool | None]:

@@ -35,6 +35,7 @@ class CloseReason(enum.Enum):
 
     EVICTED = "evicted"  # the reader fell too far behind
     SHUTDOWN = "shutdown"  # the server is draining
+    UNAVAILABLE = "unavailable"  # the shared backend cannot vouch for the next message
 
 
 class MailboxClosed(Exception):

@@ -16,23 +16,27 @@ import math
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hello_protocol import hello_pb2
-from hello_protocol.wire import SERVICE_NAME
+from hello_protocol.wire import SERVICE_NAME, PresenceRecord
 from hello_server.auth import guard
 from hello_server.config import ServerConfig
 from hello_server.guard import Guard
-from hello_server.hub import Hub, Member
+from hello_server.hub import HistoryLimits, Hub, LocalRooms, Member, RoomHub
 from hello_server.log_limits import MalformedRequestLog, RefusalLog
 from hello_server.loop_lag import LoopLag
 from hello_server.metrics import HubState, ServerMetrics
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
+
+if TYPE_CHECKING:
+    from hello_server.redis_hub import RedisHub
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +57,23 @@ class ChatServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.stalls = StalledConnections(config.stalled_close_seconds, lambda: self.port)
+        shared = config.redis_url is not None
+        # With Redis, the hub holds this process's members only: history,
+        # room retention and presence events live in Redis (RedisHub).
         self.hub = Hub(
             encode_message,
             config.queue,
             config.memory,
             self._evicted,
-            history=config.history,
-            room_ttl=config.room_ttl_seconds,
-            encode_presence=encode_presence,
+            history=HistoryLimits(0, 0) if shared else config.history,
+            room_ttl=0.0 if shared else config.room_ttl_seconds,
+            encode_presence=None if shared else encode_presence,
             history_budget=config.history_budget_bytes,
         )
+        # What the service calls: the hub itself, or a shared backend built
+        # around it at start (so that a test may replace the hub before).
+        self.rooms: RoomHub | None = None
+        self._shared: RedisHub | None = None  # the rooms, when they are shared through Redis
         # grpc-stubs predates grpc_health's asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False
@@ -81,6 +92,7 @@ class ChatServer:
             self.metrics = ServerMetrics(self._hub_state(), _limit_values(config))
         self.refusals = RefusalLog()
         self.guard = Guard(config.user_limits, self.metrics, self.hub.room_size, self.refusals)
+        self._health_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -88,6 +100,11 @@ class ChatServer:
         if self._port is None:
             raise RuntimeError("the server is not started")
         return self._port
+
+    @property
+    def backend_healthy(self) -> bool:
+        """Whether the shared backend (if any) is reachable now."""
+        return self._shared is None or self._shared.healthy
 
     @property
     def address(self) -> str:
@@ -101,10 +118,6 @@ class ChatServer:
             return None
         host = self.config.address.rsplit(":", 1)[0]
         return f"{host}:{self.metrics.port}"
-
-    def _evicted(self, member: Member) -> None:
-        self.stalls.evicted(member)
-        self.guard.evicted()
 
     def _hub_state(self) -> HubState:
         hub = self.hub
@@ -137,15 +150,39 @@ class ChatServer:
             options=transport.options,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None,
         )
+        redis_hub: RedisHub | None = None
+        if self.config.redis_url is None:
+            self.rooms = LocalRooms(self.hub)
+        else:
+            # Imported here: a server without --redis never loads redis-py.
+            from hello_server.redis_hub import RedisHub
+
+            self.rooms = self._shared = redis_hub = RedisHub(
+                self.hub,
+                self.config.redis_url,
+                encode=encode_message,
+                encode_presence=encode_presence,
+                history=self.config.history,
+                room_ttl=self.config.room_ttl_seconds,
+                presence_ttl=self.config.presence_ttl_seconds,
+                on_health=self._backend_health,
+                as_presence=PresenceRecord,
+            )
         try:
             port = self._serve_on(server)
             if self.metrics is not None and self.config.metrics_port is not None:
                 await self._serve_metrics(self.metrics, self.config.metrics_port)
             await server.start()
-            for name in ("", SERVICE_NAME):
-                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if redis_hub is not None:
+                # Serving even if Redis is down: health says NOT_SERVING, calls
+                # fail UNAVAILABLE, and the hub reconnects by itself.
+                await redis_hub.start()
+            await self._set_health(redis_hub is None or redis_hub.healthy)
         except BaseException:
             await _discard(server)
+            if redis_hub is not None:
+                redis_hub.close()
+                await redis_hub.wait_closed()
             if self.metrics is not None:
                 await self.metrics.stop()
             raise
@@ -164,10 +201,32 @@ class ChatServer:
                 f"cannot serve metrics on {self.config.host}:{port}: {error.strerror or error}"
             ) from None
 
+    def _evicted(self, member: Member) -> None:
+        self.stalls.evicted(member)
+        self.guard.evicted()
+        if self._shared is not None:
+            self._shared.evicted(member)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if serving:
+            status = health_pb2.HealthCheckResponse.SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    def _backend_health(self, serving: bool) -> None:
+        """The shared backend became (un)available: say so, unless draining."""
+        if self._drain is not None or self._server is None:
+            return
+        task = asyncio.create_task(self._set_health(serving), name="health")
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
+
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""
+        assert self.rooms is not None
         service = ChatRoomService(
-            self.hub,
+            self.rooms,
             self.config.limits,
             self.config.batch_linger_seconds,
             self._lag,
@@ -236,7 +295,8 @@ class ChatServer:
     async def _drain_and_stop(self, server: grpc.aio.Server) -> None:
         try:
             await self._health.enter_graceful_shutdown()
-            self.hub.close()
+            if self.rooms is not None:
+                self.rooms.close()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(self._drain_deadline) as self._drain_timer:
                     await self.hub.wait_until(lambda: self.hub.member_count == 0)
@@ -254,6 +314,8 @@ class ChatServer:
                 self.refusals.flush()
                 if self.metrics is not None:
                     await self.metrics.stop()
+                if self.rooms is not None:
+                    await self.rooms.wait_closed()
                 if self.transport is not None:
                     await self.transport.stop_watching()
                 if self._lag_task is not None:

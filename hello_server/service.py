@@ -37,6 +37,7 @@ from hello_protocol.wire import (
 from hello_server.auth import Forbidden, authorized_name
 from hello_server.guard import Guard, Seat
 from hello_server.hub import (
+    BackendUnavailable,
     Catchup,
     Envelope,
     HubClosed,
@@ -81,6 +82,7 @@ MAX_LAG_LINGER = 0.050
 _CLOSE_STATUS = {
     CloseReason.EVICTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     CloseReason.SHUTDOWN: grpc.StatusCode.UNAVAILABLE,
+    CloseReason.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
 }
 
 
@@ -176,7 +178,7 @@ class ChatRoomService:
         try:
             request = pb.RoomRequest.FromString(raw)
             check_id("room id", request.roomID, self._limits)
-            users = self._hub.presence(request.roomID)
+            users = await self._hub.presence(request.roomID)
         except _REFUSABLE as error:
             refusal = Refusal.of(error, pb.RoomRequest)
             await context.abort(refusal.code, refusal.detail)
@@ -194,7 +196,7 @@ class ChatRoomService:
     async def send_message(self, raw: bytes, context: Context) -> pb.Exit:
         """Deliver a message to every member of an existing room."""
         try:
-            envelope = self._accept(raw, "SendMessage", context)
+            envelope = await self._accept(raw, "SendMessage", context)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail, refusal.trailers)
         return pb.Exit(success=True, seq=envelope.seq)
@@ -212,7 +214,7 @@ class ChatRoomService:
         with self._guard.stream("SendStream"):
             async for raw in requests:
                 try:
-                    envelope = self._accept(raw, "SendStream", context)
+                    envelope = await self._accept(raw, "SendStream", context)
                 except Refusal as refusal:
                     reply = pb.Exit(
                         success=False, message=refusal.detail, code=refusal.code.value[0]
@@ -325,7 +327,7 @@ class ChatRoomService:
         """Register the caller as a member, or end the call with the refusal."""
         try:
             # Interned: the members on one connection share one peer string.
-            joined, seat = self._admit(raw, sys.intern(context.peer()), watches)
+            joined, seat = await self._admit(raw, sys.intern(context.peer()), watches)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail, refusal.trailers)
         # The stream's task is cancelled when the call ends, which runs the
@@ -338,7 +340,7 @@ class ChatRoomService:
             self._stalls.serving(joined.member)
         return joined, seat
 
-    def _admit(self, raw: bytes, connection: str, watches: bool) -> tuple[Joined, Seat]:
+    async def _admit(self, raw: bytes, connection: str, watches: bool) -> tuple[Joined, Seat]:
         """Validate a serialised JoinRequest and join; raise `Refusal` if refused.
 
         ``watches``: the stream can carry presence events (Subscribe), so
@@ -357,7 +359,7 @@ class ChatRoomService:
                 catchup = Catchup(request.history, request.since_seq, request.epoch)
             seat = self._guard.admit(rpc, request.user.id, request.roomID, connection)
             try:
-                joined = self._hub.enter(
+                joined = await self._hub.enter(
                     request.roomID,
                     request.user.id,
                     name,
@@ -375,7 +377,7 @@ class ChatRoomService:
         self._guard.joined(rpc, grpc.StatusCode.OK)
         return joined, seat
 
-    def _accept(self, raw: bytes, rpc: str, context: Context) -> Envelope:
+    async def _accept(self, raw: bytes, rpc: str, context: Context) -> Envelope:
         """Validate a serialised Message and publish it; raise `Refusal` if refused."""
         started = time.perf_counter()
         try:
@@ -386,7 +388,7 @@ class ChatRoomService:
             check_text(request.message, self._limits)
             check_name(name, self._limits)
             self._guard.sending(request.id, request.roomID, context.peer)
-            envelope = self._hub.publish(request.roomID, request.id, request.message, name)
+            envelope = await self._hub.publish(request.roomID, request.id, request.message, name)
         except _REFUSABLE as error:
             refusal = Refusal.of(error, pb.Message)
             self._guard.sent(rpc, refusal.code, started, None)
@@ -415,8 +417,24 @@ class _Departure:
 
 # What a request can be refused for; `Refusal.of` gives each its status.
 # Anything else is a bug: `_internal_errors` answers it INTERNAL, logged.
-_REFUSABLE = (DecodeError, InvalidInput, RoomNotFound, HubClosed, LimitExceeded, Forbidden)
-_Refusable = DecodeError | InvalidInput | RoomNotFound | HubClosed | LimitExceeded | Forbidden
+_REFUSABLE = (
+    DecodeError,
+    InvalidInput,
+    RoomNotFound,
+    HubClosed,
+    LimitExceeded,
+    Forbidden,
+    BackendUnavailable,
+)
+_Refusable = (
+    DecodeError
+    | InvalidInput
+    | RoomNotFound
+    | HubClosed
+    | LimitExceeded
+    | Forbidden
+    | BackendUnavailable
+)
 
 
 class Refusal(Exception):
@@ -442,7 +460,7 @@ class Refusal(Exception):
             return cls(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         if isinstance(error, RoomNotFound):
             return cls(grpc.StatusCode.NOT_FOUND, str(error))
-        if isinstance(error, HubClosed):
+        if isinstance(error, HubClosed | BackendUnavailable):
             return cls(grpc.StatusCode.UNAVAILABLE, str(error))
         if isinstance(error, LimitExceeded):
             trailers: tuple[tuple[str, str], ...] = ()

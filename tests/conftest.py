@@ -5,6 +5,7 @@ Helpers live in tests/support; this file only wires them into fixtures.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,35 @@ from hello_server import ChatServer, ServerConfig, run_server
 from tests.support.calls import open_channel
 from tests.support.network import TcpProxy
 from tests.support.processes import ServerProcess, server_process
+from tests.support.redis import EXTERNAL_URL, flush, redis_server
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a module's `server` tests on both backends if it says ``BACKENDS = BOTH``."""
+    if "backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "BACKENDS", ("local",))
+        if metafunc.definition.get_closest_marker("local_only"):
+            backends = ("local",)
+        metafunc.parametrize("backend", backends, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which hub the `server` fixture uses: "local" (in-process) or "redis"."""
+    return str(getattr(request, "param", "local"))
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[str]:
+    """The URL of a real Redis for the whole run (tests/support/redis.py)."""
+    if EXTERNAL_URL:
+        yield EXTERNAL_URL
+        return
+    with redis_server() as running:
+        yield running.url
 
 
 @pytest.fixture
@@ -28,9 +55,20 @@ def server_config() -> ServerConfig:
 
 
 @pytest.fixture
-async def server(server_config: ServerConfig) -> AsyncIterator[ChatServer]:
-    """A real in-process server on an ephemeral port, drained after the test."""
-    async with run_server(server_config) as running:
+async def server(
+    server_config: ServerConfig, backend: str, request: pytest.FixtureRequest
+) -> AsyncIterator[ChatServer]:
+    """A real server on an ephemeral port, drained after the test.
+
+    In a module with ``BACKENDS = BOTH`` each test runs twice: with the
+    in-process hub and with the Redis backend (on an emptied Redis).
+    """
+    config = server_config
+    if backend == "redis":
+        url = request.getfixturevalue("redis")
+        await flush(url)
+        config = dataclasses.replace(server_config, redis_url=url)
+    async with run_server(config) as running:
         yield running
 
 

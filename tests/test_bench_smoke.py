@@ -69,4 +69,4 @@ def test_server_options_run_next_to_the_plain_target_with_a_ratio() -> None:
 async def test_send_path_measures_every_mode() -> None:
     """The in-process send-path figure runs with each hook set and publishes for real."""
     for _, metrics, rate in MODES:
-        assert measure(metrics, rate, messages=200, members=3) > 0
+        assert await measure(metrics, rate, messages=200, members=3) > 0

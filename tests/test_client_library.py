@@ -29,6 +29,9 @@ from hello_protocol.wire import DEFAULT_MAX_TEXT_BYTES
 from hello_server import ChatServer, InputLimits, QueueLimits, ServerConfig, run_server
 from tests.support import within
 from tests.support.calls import hub_until, member_users
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 
 @pytest.fixture

@@ -65,3 +65,10 @@ def test_several_workers_without_redis_is_refused_naming_the_flag() -> None:
     with pytest.raises(ConfigError, match="--workers 2 needs --redis"):
         ServerConfig(port=0, workers=2)
     ServerConfig(port=0, workers=2, redis_url="redis://127.0.0.1:6379")
+
+
+@pytest.mark.parametrize("ttl", [0.0, 0.2, 3601.0])
+def test_a_presence_ttl_out_of_range_is_refused(ttl: float) -> None:
+    with pytest.raises(ConfigError, match=r"presence TTL must be between 0\.3 and 3600 s"):
+        ServerConfig(port=0, presence_ttl_seconds=ttl)
+    ServerConfig(port=0, presence_ttl_seconds=0.3)

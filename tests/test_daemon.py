@@ -232,6 +232,7 @@ class TestBadOptions:
                 "history budget (1000) must hold at least one room's full history",
             ),
             (["--port", "0", "--room-ttl", "-1"], {}, "room TTL must be between 0 and"),
+            (["--port", "0"], {"HELLO_PRESENCE_TTL": "0"}, "presence TTL must be between 0.3"),
         ],
         ids=[
             "port",
@@ -247,6 +248,7 @@ class TestBadOptions:
             "HELLO_HISTORY_SIZE",
             "HELLO_HISTORY_BUDGET",
             "room-ttl",
+            "HELLO_PRESENCE_TTL",
         ],
     )
     def test_out_of_range_value(self, args: list[str], env: dict[str, str], reason: str) -> None:

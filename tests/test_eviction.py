@@ -30,6 +30,9 @@ from tests.support.calls import (
     rpc_error,
     send,
 )
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub
@@ -53,7 +56,15 @@ async def send_until_evicted(
     sent = 0
     while user in member_users(server, room):
         assert sent * len(text) < MAX_SEND_BYTES, f"{user} was never evicted"
-        reply = await send(stub, room, "talker", text)
+        try:
+            reply = await send(stub, room, "talker", text)
+        except grpc.aio.AioRpcError as error:
+            # With Redis a member is evicted when a message reaches it, after
+            # its send returned: the room may end (with its only member) just
+            # before this send, which then finds no room. Only once it is gone.
+            if error.code() is not grpc.StatusCode.NOT_FOUND or user in member_users(server, room):
+                raise
+            break
         sent += 1
         assert (reply.success, reply.seq) == (True, sent)
     return sent
@@ -221,6 +232,9 @@ class TestConnectionBudget:
             stalled_close_seconds=600,
         )
 
+    # With Redis, members are evicted when the payload reaches this node, after
+    # the send returned: the test's own room choice below races with that.
+    @pytest.mark.local_only
     async def test_a_connection_that_stops_reading_stays_within_its_budget(
         self, server: ChatServer, stub: Stub
     ) -> None:

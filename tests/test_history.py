@@ -29,6 +29,9 @@ from tests.support.calls import (
     send,
 )
 from tests.support.network import TcpProxy
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub
@@ -171,6 +174,7 @@ class TestReplay:
             anchor.cancel()
             call.cancel()
 
+    @pytest.mark.local_only  # history is in Redis with that backend, not in this process
     async def test_history_is_counted_once_beside_what_members_pin(
         self, server: ChatServer, stub: Stub
     ) -> None:

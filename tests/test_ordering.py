@@ -16,6 +16,9 @@ from tests.support.calls import (
     read_messages,
     send,
 )
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub

@@ -24,6 +24,9 @@ from tests.support.calls import (
     rpc_error,
     send,
 )
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub, SubscribeCall

@@ -30,7 +30,10 @@ from hello_protocol import hello_pb2 as pb
 from hello_server import ChatServer, ServerConfig, run_server
 from tests.support import within
 from tests.support.network import TcpProxy
+from tests.support.redis import BOTH
 from tests.support.terminal import TMUX, Listener, Tmux
+
+BACKENDS = BOTH
 
 # Fast retries keep the tests short; the policy itself is the default's shape.
 QUICK = ReconnectPolicy(first_delay=0.05, max_delay=0.5, give_up_seconds=60)

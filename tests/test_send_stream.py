@@ -16,6 +16,7 @@ from hello_protocol import hello_pb2 as pb
 from hello_protocol.validation import InputLimits
 from hello_protocol.wire import SERVICE_NAME
 from hello_server import ChatServer, Hub, QueueLimits, ServerConfig, run_server
+from hello_server.hub import LocalRooms
 from hello_server.service import ChatRoomService, encode_message
 from tests.support.calls import joined, read_messages
 
@@ -188,7 +189,7 @@ class TestCancelledSends:
 async def original_only_server() -> AsyncIterator[str]:
     """A server that speaks only the original Join and SendMessage RPCs."""
     hub = Hub(encode_message, QueueLimits(100, 1 << 20))
-    service = ChatRoomService(hub, InputLimits(), linger=0.0)
+    service = ChatRoomService(LocalRooms(hub), InputLimits(), linger=0.0)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (

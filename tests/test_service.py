@@ -28,6 +28,9 @@ from tests.support.calls import (
     subscribed,
 )
 from tests.support.network import TcpProxy
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub

@@ -26,6 +26,9 @@ from tests.support.calls import (
     send,
     subscribed,
 )
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub

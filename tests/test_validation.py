@@ -11,6 +11,9 @@ from hello_protocol import hello_pb2 as pb
 from hello_protocol.wire import JOIN_METHOD, SEND_METHOD, SUBSCRIBE_METHOD
 from hello_server import ChatServer
 from tests.support.calls import final_status, joined, read_messages, rpc_error, send
+from tests.support.redis import BOTH
+
+BACKENDS = BOTH
 
 if TYPE_CHECKING:
     from tests.support.calls import Stub

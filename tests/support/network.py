@@ -55,6 +55,16 @@ class TcpProxy:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    async def freeze(self) -> None:
+        """Stop relaying on every connection so far, leaving them open: a path that hangs.
+
+        New connections are relayed as before; `cut` or `drop` closes the frozen ones.
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def cut(self) -> None:
         """Reset every relayed connection (RST, no FIN) and stop accepting new ones."""
         if self._server is not None:
