@@ -3,6 +3,8 @@
 The first SIGINT or SIGTERM drains (open streams end with UNAVAILABLE, calls
 in flight get the grace period); a second one cuts that drain short (exit 1).
 A usage error is one line, ``hello-server: error: ...``, and exit code 2.
+With ``--workers N`` (N > 1) the process is a supervisor of N such servers
+(hello_server.workers); each of them runs `run` with a `WorkerLink`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ from hello_server.config import (
     ConfigError,
     ServerConfig,
 )
+from hello_server.exit_codes import (
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_STARTUP_FAILURE,
+    EXIT_USAGE,
+)
 from hello_server.hub import HistoryLimits, QueueLimits
 from hello_server.server import BindError, ChatServer
 from hello_server.transport import (
@@ -48,11 +56,13 @@ from hello_server.transport import (
     DEFAULT_MAX_STREAMS_PER_CONNECTION,
     TransportLimits,
 )
-
-EXIT_OK = 0
-EXIT_FORCED = 1  # a second signal cut the drain short
-EXIT_USAGE = 2
-EXIT_STARTUP_FAILURE = 3
+from hello_server.workers import (
+    RESTART_LIMIT,
+    RESTART_WINDOW_SECONDS,
+    SUPERVISOR_FD_OPTION,
+    Supervisor,
+    WorkerLink,
+)
 
 PROG = "hello-server"
 DISTRIBUTION = "hello-chat"
@@ -62,16 +72,24 @@ log = logging.getLogger("hello_server")
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 # "\b" keeps click from re-wrapping the paragraph that follows it.
-EXAMPLES = """\b
+EXAMPLES = f"""\b
 Examples:
   hello-server                               serve on 127.0.0.1:8080
   hello-server --port 0 --log-level debug    any free port; log joins and leaves
   HELLO_PORT=9000 hello-server               any option from the environment
+  hello-server --redis redis://127.0.0.1:6379 --workers 2
+                                             two processes on one port, one Redis
 
 \b
 The first SIGINT or SIGTERM drains, a second one stops at once. Exit codes:
 0 stopped after a drain, 1 a second signal cut the drain short, 2 usage error,
-3 cannot listen on the address.
+3 cannot listen on the address, 4 (--workers) workers kept dying.
+
+\b
+--workers N runs N server processes on one port, sharing rooms through
+--redis; each signal goes to all of them. A worker that dies is logged (PID,
+exit code or signal) and restarted after a backoff; at the {RESTART_LIMIT + 1}th death
+within {RESTART_WINDOW_SECONDS:.0f} s the others are drained and the exit code is 4.
 """
 
 
@@ -233,6 +251,15 @@ def serve(
             help="Server processes sharing the port; more than 1 needs --redis.",
         ),
     ] = 1,
+    supervisor_fd: Annotated[
+        int | None,
+        typer.Option(
+            SUPERVISOR_FD_OPTION,
+            hidden=True,
+            help="Run as a worker of the --workers supervisor holding the other end of this "
+            "socket pair.",
+        ),
+    ] = None,
     _version: Annotated[
         bool,
         typer.Option(
@@ -270,20 +297,39 @@ def serve(
     except (ConfigError, ValueError) as error:
         typer.echo(f"hello-server: error: {error}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
+    link: WorkerLink | None = None
+    if supervisor_fd is not None:
+        try:
+            link = WorkerLink(supervisor_fd)
+        except OSError as error:
+            typer.echo(f"hello-server: error: {SUPERVISOR_FD_OPTION}: {error}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+    several = config.workers > 1 or link is not None
     # Other libraries (asyncio, grpc) stay at WARNING: --log-level debug is
-    # about hello's own joins and leaves, not their internals.
+    # about hello's own joins and leaves, not their internals. With workers,
+    # every line names its process, so a line can be told to its worker.
     logging.basicConfig(
         level=logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s"
+        + ("[%(process)d]" if several else "")
+        + ": %(message)s",
         stream=sys.stderr,
     )
     log.setLevel(config.logging_level)
-    raise typer.Exit(asyncio.run(run(config)))
+    if config.workers > 1:
+        # The workers get the options this process was started with, as parsed.
+        raise typer.Exit(asyncio.run(Supervisor(config, sys.argv[1:]).run()))
+    raise typer.Exit(asyncio.run(run(config, link)))
 
 
-async def run(config: ServerConfig) -> int:
-    """Serve until a signal; return the process exit code."""
-    server = ChatServer(config)
+async def run(config: ServerConfig, link: WorkerLink | None = None) -> int:
+    """Serve until a signal; return the process exit code.
+
+    A worker (``link`` set) shares its port with the supervisor's other
+    workers, tells the supervisor once it serves, and drains, as on a signal,
+    when the supervisor is gone.
+    """
+    server = ChatServer(config, share_port=link is not None)
     try:
         await server.start()
     except BindError as error:
@@ -302,10 +348,31 @@ async def run(config: ServerConfig) -> int:
             log.warning("second signal: stopping now")
             cut_short.set()
 
+    def on_supervisor_gone() -> None:
+        if not draining.is_set():
+            log.warning("the supervisor is gone: draining")
+            draining.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
 
-    log.info("hello-server ready on %s", server.address)
+    if link is None:
+        log.info("hello-server ready on %s", server.address)
+    else:
+        log.info("worker ready on %s", server.address)  # before the supervisor's ready line
+        link.ready()
+        link.on_supervisor_gone(on_supervisor_gone)
+    try:
+        return await _serve_until_stopped(server, draining, cut_short, worker=link is not None)
+    finally:
+        if link is not None:
+            link.close()
+
+
+async def _serve_until_stopped(
+    server: ChatServer, draining: asyncio.Event, cut_short: asyncio.Event, *, worker: bool
+) -> int:
+    """Wait for the first stop, drain; a second stop cuts the drain short (`EXIT_FORCED`)."""
     await draining.wait()
     drain = asyncio.create_task(server.stop())
     second_signal = asyncio.create_task(cut_short.wait())
@@ -319,7 +386,7 @@ async def run(config: ServerConfig) -> int:
         await asyncio.wait((second_signal,))
     if cut_short.is_set():
         return EXIT_FORCED
-    log.info("hello-server stopped")
+    log.info("worker stopped" if worker else "hello-server stopped")
     return EXIT_OK
 
 
