@@ -202,7 +202,14 @@ class Supervisor:
         """Run one worker slot: start, wait, restart after an unexpected exit, until stopping."""
         replaced: int | None = None  # the PID of the worker this one replaces
         while not self._stopping.is_set():
-            worker = await self._spawn(port)
+            try:
+                worker = await self._spawn(port)
+            except OSError as error:  # no process or descriptor to spare, say
+                log.error("cannot start a worker: %s: stopping", error)
+                self._give_up(
+                    EXIT_WORKERS_FAILED if self._all_ready.is_set() else EXIT_STARTUP_FAILURE
+                )
+                return
             self._live[slot] = worker
             if self._stopping.is_set():  # a signal came while it was being started
                 worker.signal(signal.SIGTERM)
