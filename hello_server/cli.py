@@ -88,8 +88,8 @@ The first SIGINT or SIGTERM drains, a second one stops at once. Exit codes:
 \b
 --workers N runs N server processes on one port, sharing rooms through
 --redis; each signal goes to all of them. A worker that dies is logged (PID,
-exit code or signal) and restarted after a backoff; at the {RESTART_LIMIT + 1}th death
-within {RESTART_WINDOW_SECONDS:.0f} s the others are drained and the exit code is 4.
+exit code or signal) and restarted after a backoff; at the {RESTART_LIMIT + 1}th death within
+{RESTART_WINDOW_SECONDS:.0f} s the others are drained and the exit code is 4.
 """
 
 
