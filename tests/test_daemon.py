@@ -306,6 +306,7 @@ class TestHelpAndVersion:
             "hello-server",
             "hello-server --port 0 --log-level debug",
             "HELLO_PORT=9000 hello-server",
+            "hello-server --redis redis://127.0.0.1:6379 --workers 2",
         ]
 
 
