@@ -49,6 +49,7 @@ from hello_server.exit_codes import (
 )
 from hello_server.hub import HistoryLimits, QueueLimits
 from hello_server.server import BindError, ChatServer
+from hello_server.stop_signals import STOP_SIGNALS, ignore_stop_signals
 from hello_server.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
     DEFAULT_MAX_CONNECTIONS,
@@ -353,7 +354,7 @@ async def run(config: ServerConfig, link: WorkerLink | None = None) -> int:
             log.warning("the supervisor is gone: draining")
             draining.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
 
     if link is None:
@@ -365,6 +366,7 @@ async def run(config: ServerConfig, link: WorkerLink | None = None) -> int:
     try:
         return await _serve_until_stopped(server, draining, cut_short, worker=link is not None)
     finally:
+        ignore_stop_signals(loop)
         if link is not None:
             link.close()
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -45,6 +46,7 @@ from hello_server.exit_codes import (
     EXIT_WORKERS_FAILED,
 )
 from hello_server.server import BindError, bound_socket, check_bindable
+from hello_server.stop_signals import STOP_SIGNALS, ignore_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +105,13 @@ class _Worker:
         return self.process.pid
 
     def signal(self, signum: signal.Signals) -> None:
-        # It may have exited since it was last seen running.
+        if self.process.returncode is not None:
+            return
+        # Not Process.send_signal: it polls (waitpid) first, racing asyncio's
+        # child watcher, which then reports the worker's exit code as 255. An
+        # exited worker keeps its PID until the watcher has reaped it.
         with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signum)
+            os.kill(self.pid, signum)
 
 
 class Supervisor:
@@ -140,7 +146,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         with reservation:
             port: int = reservation.getsockname()[1]
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.add_signal_handler(signum, self._on_signal, signum)
             try:
                 slots = [
@@ -154,8 +160,7 @@ class Supervisor:
                 await self._stopping.wait()
                 await asyncio.gather(*slots)
             finally:
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(signum)
+                ignore_stop_signals(loop)
         return self._exit_code()
 
     def _exit_code(self) -> int:
