@@ -3,6 +3,8 @@
 The first SIGINT or SIGTERM drains (open streams end with UNAVAILABLE, calls
 in flight get the grace period); a second one cuts that drain short (exit 1).
 A usage error is one line, ``hello-server: error: ...``, and exit code 2.
+With ``--workers N`` (N > 1) the process is a supervisor of N such servers
+(hello_server.workers); each of them runs `run` with a `WorkerLink`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,12 @@ from hello_server.config import (
     ConfigError,
     ServerConfig,
 )
+from hello_server.exit_codes import (
+    EXIT_FORCED,
+    EXIT_OK,
+    EXIT_STARTUP_FAILURE,
+    EXIT_USAGE,
+)
 from hello_server.hub import HistoryLimits, QueueLimits
 from hello_server.limits import (
     DEFAULT_MAX_ROOMS_PER_USER,
@@ -53,6 +61,7 @@ from hello_server.limits import (
     UserLimits,
 )
 from hello_server.server import BindError, ChatServer
+from hello_server.stop_signals import STOP_SIGNALS, ignore_stop_signals
 from hello_server.tls import ServerTls
 from hello_server.transport import (
     DEFAULT_HANDSHAKE_TIMEOUT_SECONDS,
@@ -61,11 +70,13 @@ from hello_server.transport import (
     DEFAULT_MAX_STREAMS_PER_CONNECTION,
     TransportLimits,
 )
-
-EXIT_OK = 0
-EXIT_FORCED = 1  # a second signal cut the drain short
-EXIT_USAGE = 2
-EXIT_STARTUP_FAILURE = 3
+from hello_server.workers import (
+    RESTART_LIMIT,
+    RESTART_WINDOW_SECONDS,
+    SUPERVISOR_FD_OPTION,
+    Supervisor,
+    WorkerLink,
+)
 
 PROG = "hello-server"
 DISTRIBUTION = "hello-chat"
@@ -75,7 +86,7 @@ log = logging.getLogger("hello_server")
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 # "\b" keeps click from re-wrapping the paragraph that follows it.
-EXAMPLES = """\b
+EXAMPLES = f"""\b
 Examples:
   hello-server                               serve on 127.0.0.1:8080
   hello-server --port 0 --log-level debug    any free port; log joins and leaves
@@ -83,11 +94,19 @@ Examples:
   hello-server --config hello.toml           settings from a TOML file (port = 9000)
   hello-server --tls-cert c.pem --tls-key k.pem --auth-jwt-secret-file jwt.secret
   hello-server token --user alice --config hello.toml    mint a token (see token --help)
+  hello-server --redis redis://127.0.0.1:6379 --workers 2
+                                             two processes on one port, one Redis
 
 \b
 The first SIGINT or SIGTERM drains, a second one stops at once. Exit codes:
 0 stopped after a drain, 1 a second signal cut the drain short, 2 usage error,
-3 cannot listen on the address.
+3 cannot listen on the address, 4 (--workers) workers kept dying.
+
+\b
+--workers N runs N server processes on one port, sharing rooms through
+--redis; each signal goes to all of them. A worker that dies is logged (PID,
+exit code or signal) and restarted after a backoff; at the {RESTART_LIMIT + 1}th death within
+{RESTART_WINDOW_SECONDS:.0f} s the others are drained and the exit code is 4.
 """
 
 
@@ -469,6 +488,15 @@ def serve(
             help="Print the effective settings as TOML (secrets masked) and exit.",
         ),
     ] = False,
+    supervisor_fd: Annotated[
+        int | None,
+        typer.Option(
+            SUPERVISOR_FD_OPTION,
+            hidden=True,
+            help="Run as a worker of the --workers supervisor holding the other end of this "
+            "socket pair.",
+        ),
+    ] = None,
     _version: Annotated[
         bool,
         typer.Option(
@@ -527,13 +555,30 @@ def serve(
     if print_config:
         typer.echo(config_file.dump(ctx, _setting_keys()))
         raise typer.Exit(EXIT_OK)
-    logs.configure(config.log_format, config.logging_level)
-    raise typer.Exit(asyncio.run(run(config)))
+    link: WorkerLink | None = None
+    if supervisor_fd is not None:
+        try:
+            link = WorkerLink(supervisor_fd)
+        except OSError as error:
+            typer.echo(f"hello-server: error: {SUPERVISOR_FD_OPTION}: {error}", err=True)
+            raise typer.Exit(EXIT_USAGE) from None
+    # With workers, every line names its process, so a line can be told to its worker.
+    several = config.workers > 1 or link is not None
+    logs.configure(config.log_format, config.logging_level, name_process=several)
+    if config.workers > 1:
+        # The workers get the options this process was started with, as parsed.
+        raise typer.Exit(asyncio.run(Supervisor(config, sys.argv[1:]).run()))
+    raise typer.Exit(asyncio.run(run(config, link)))
 
 
-async def run(config: ServerConfig) -> int:
-    """Serve until a signal; return the process exit code."""
-    server = ChatServer(config)
+async def run(config: ServerConfig, link: WorkerLink | None = None) -> int:
+    """Serve until a signal; return the process exit code.
+
+    A worker (``link`` set) shares its port with the supervisor's other
+    workers, tells the supervisor once it serves, and drains, as on a signal,
+    when the supervisor is gone.
+    """
+    server = ChatServer(config, share_port=link is not None)
     try:
         await server.start()
     except BindError as error:
@@ -552,22 +597,44 @@ async def run(config: ServerConfig) -> int:
             log.warning("second signal: stopping now")
             cut_short.set()
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    def on_supervisor_gone() -> None:
+        if not draining.is_set():
+            log.warning("the supervisor is gone: draining")
+            draining.set()
+
+    for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
 
     if server.metrics_address is not None:
         log.info("metrics on http://%s/metrics", server.metrics_address)
-    if server.config.redis_url is None:
-        log.info("hello-server ready on %s (%s)", server.address, config.security)
+    if link is None:
+        log.info("hello-server ready on %s (%s)", server.address, ready_detail(server))
     else:
+        log.info("worker ready on %s", server.address)  # before the supervisor's ready line
+        link.ready()
+        link.on_supervisor_gone(on_supervisor_gone)
+    try:
+        return await _serve_until_stopped(server, draining, cut_short, worker=link is not None)
+    finally:
+        ignore_stop_signals(loop)
+        if link is not None:
+            link.close()
+
+
+def ready_detail(server: ChatServer) -> str:
+    """What the ready line says of security and, with Redis, of the backend."""
+    detail = server.config.security
+    if server.config.redis_url is not None:
         # Not the URL itself: it may carry a password.
         backend = "available" if server.backend_healthy else "unavailable, retrying"
-        log.info(
-            "hello-server ready on %s (%s; rooms shared through Redis: %s)",
-            server.address,
-            config.security,
-            backend,
-        )
+        detail += f"; rooms shared through Redis: {backend}"
+    return detail
+
+
+async def _serve_until_stopped(
+    server: ChatServer, draining: asyncio.Event, cut_short: asyncio.Event, *, worker: bool
+) -> int:
+    """Wait for the first stop, drain; a second stop cuts the drain short (`EXIT_FORCED`)."""
     await draining.wait()
     drain = asyncio.create_task(server.stop())
     second_signal = asyncio.create_task(cut_short.wait())
@@ -581,7 +648,7 @@ async def run(config: ServerConfig) -> int:
         await asyncio.wait((second_signal,))
     if cut_short.is_set():
         return EXIT_FORCED
-    log.info("hello-server stopped")
+    log.info("worker stopped" if worker else "hello-server stopped")
     return EXIT_OK
 
 

@@ -38,6 +38,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "event": record.getMessage(),
         }
         for name in CONTEXT_FIELDS:
@@ -49,8 +50,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(log_format: str, hello_level: int) -> None:
+def configure(log_format: str, hello_level: int, *, name_process: bool = False) -> None:
     """Send every log record to stderr in ``log_format``; hello's own at ``hello_level``.
+
+    ``name_process``: text lines name the process (``hello_server[PID]:``),
+    as the workers of ``--workers`` do; JSON lines always carry ``pid``.
 
     Other libraries (asyncio, grpc) stay at WARNING: a debug level is about
     hello's own joins and leaves, not their internals.
@@ -59,6 +63,9 @@ def configure(log_format: str, hello_level: int) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        text_format = TEXT_FORMAT
+        if name_process:
+            text_format = text_format.replace("%(name)s:", "%(name)s[%(process)d]:")
+        handler.setFormatter(logging.Formatter(text_format))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("hello_server").setLevel(hello_level)

@@ -54,8 +54,14 @@ class ChatServer:
     progress and waits for it; after the server stopped it is a no-op.
     """
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, *, share_port: bool = False) -> None:
+        """``share_port``: listen alongside the other workers of a --workers supervisor.
+
+        Without it the port is this server's alone: a port another process
+        listens on is refused (`BindError`) rather than silently shared.
+        """
         self.config = config
+        self._share_port = share_port
         self.stalls = StalledConnections(config.stalled_close_seconds, lambda: self.port)
         shared = config.redis_url is not None
         # With Redis, the hub holds this process's members only: history,
@@ -144,8 +150,10 @@ class ChatServer:
         if self._start_called:
             raise RuntimeError("a ChatServer can be started only once")
         self._start_called = True
-        _check_bindable(self.config.host, self.config.port)
-        transport = ServerTransport(self.config.transport, self.config.max_receive_bytes)
+        check_bindable(self.config.host, self.config.port, share_port=self._share_port)
+        transport = ServerTransport(
+            self.config.transport, self.config.max_receive_bytes, share_port=self._share_port
+        )
         server = grpc.aio.server(
             options=transport.options,
             maximum_concurrent_rpcs=self.config.max_concurrent_rpcs or None,
@@ -338,25 +346,41 @@ async def _discard(server: grpc.aio.Server) -> None:
     await server.stop(None)
 
 
-def _check_bindable(host: str, port: int) -> None:
+def check_bindable(host: str, port: int, *, share_port: bool = False) -> None:
     """Fail with the system's own reason when the address cannot be bound.
 
     gRPC reports a taken port only as "Failed to bind" after logging its own
     error line; a trial bind names the cause and keeps the failure to one line.
+    With ``share_port`` the trial bind uses SO_REUSEPORT, as the workers of one
+    supervisor do: it passes while the supervisor or another worker holds the port.
     """
     if port == 0:
         return
+    with bound_socket(host, port, share_port=share_port):
+        pass
+
+
+def bound_socket(host: str, port: int, *, share_port: bool = False) -> socket.socket:
+    """A TCP socket bound (not listening) to ``host:port``; `BindError` if it cannot be.
+
+    ``share_port`` sets SO_REUSEPORT, so that gRPC listeners with it set too
+    can bind the same port while this socket holds it.
+    """
     try:
         infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
         raise BindError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(sockaddr)
-        except OSError as error:
-            raise BindError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except OSError as error:
+        sock.close()
+        raise BindError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
 
 
 @asynccontextmanager

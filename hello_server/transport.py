@@ -78,17 +78,24 @@ class TransportLimits:
 
 
 def server_options(
-    limits: TransportLimits, max_receive_bytes: int, max_connections: int | None = None
+    limits: TransportLimits,
+    max_receive_bytes: int,
+    max_connections: int | None = None,
+    *,
+    share_port: bool = False,
 ) -> list[tuple[str, int]]:
     """The grpc.aio server options: message sizes, keepalive and every transport limit.
 
     ``max_connections`` overrides ``limits.max_connections`` (see `effective_max_connections`).
+    ``share_port`` lets the listener join the other workers of one supervisor on
+    their port (SO_REUSEPORT; the kernel spreads new connections over them).
     """
     keepalive_timeout_ms = round(limits.keepalive_timeout_seconds * 1000)
     metadata = limits.max_metadata_bytes
     return [
-        # Without this, gRPC shares a port already in use instead of failing.
-        ("grpc.so_reuseport", 0),
+        # Without this, gRPC shares a port already in use instead of failing;
+        # only --workers asks for that, for its own workers (hello_server.workers).
+        ("grpc.so_reuseport", 1 if share_port else 0),
         ("grpc.max_receive_message_length", max_receive_bytes),
         ("grpc.max_send_message_length", -1),
         # Dead peers. The server pings every keepalive time. Measured with
@@ -239,13 +246,17 @@ class ConnectionCapWatch:
 class ServerTransport:
     """The transport side of starting a server: descriptors, options, the cap watch."""
 
-    def __init__(self, limits: TransportLimits, max_receive_bytes: int) -> None:
+    def __init__(
+        self, limits: TransportLimits, max_receive_bytes: int, *, share_port: bool = False
+    ) -> None:
         self.limits = limits
         self.descriptor_limit = raise_descriptor_limit()
         self.max_connections = effective_max_connections(
             limits.max_connections, self.descriptor_limit
         )
-        self.options = server_options(limits, max_receive_bytes, self.max_connections)
+        self.options = server_options(
+            limits, max_receive_bytes, self.max_connections, share_port=share_port
+        )
         self.cap_watch: ConnectionCapWatch | None = None
         self._watching: asyncio.Task[None] | None = None
 

@@ -311,6 +311,7 @@ class TestHelpAndVersion:
             "hello-server --config hello.toml",
             "hello-server --tls-cert c.pem --tls-key k.pem --auth-jwt-secret-file jwt.secret",
             "hello-server token --user alice --config hello.toml",
+            "hello-server --redis redis://127.0.0.1:6379 --workers 2",
         ]
 
 
