@@ -30,6 +30,7 @@ from hello_server.loop_lag import LoopLag
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
+from hello_server.waves import Waves
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class ChatServer:
         self._start_called = False
         self._server: grpc.aio.Server | None = None  # set once serving
         self._lag = LoopLag()
+        # When Subscribe streams write under load (the count is for tests).
+        self.waves = Waves()
         self._lag_task: asyncio.Task[None] | None = None
         self._malformed_requests = MalformedRequestLog()
         self._port: int | None = None
@@ -115,7 +118,12 @@ class ChatServer:
     def _serve_on(self, server: grpc.aio.Server) -> int:
         """Register the services on ``server`` and bind it; return the bound port."""
         service = ChatRoomService(
-            self.hub, self.config.limits, self.config.batch_linger_seconds, self._lag, self.stalls
+            self.hub,
+            self.config.limits,
+            self.config.batch_linger_seconds,
+            self._lag,
+            self.stalls,
+            self.waves,
         )
         server.add_generic_rpc_handlers((service.rpc_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
