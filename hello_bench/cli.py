@@ -23,7 +23,7 @@ from rich.console import Console
 
 from hello_bench import report
 from hello_bench.runner import DEFAULT_WINDOW, IdleRecord, Settings, run_fanout, run_idle
-from hello_bench.scenarios import SCENARIOS, TARGETS, FanoutScenario, Target
+from hello_bench.scenarios import SCENARIOS, TARGET_NAMES, TARGETS, FanoutScenario, Target
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
@@ -45,11 +45,13 @@ def _summary(record: report.Record) -> str:
     )
 
 
-def _plan(names: list[str], rounds: int) -> list[tuple[int, str, Target, bool]]:
+def _plan(
+    names: list[str], rounds: int, chosen: tuple[Target, ...] = TARGETS
+) -> list[tuple[int, str, Target, bool]]:
     """(round, scenario, target, stalled) for every run, in running order."""
     plan = []
     for round_ in range(rounds):
-        targets = TARGETS if round_ % 2 == 0 else TARGETS[::-1]
+        targets = chosen if round_ % 2 == 0 else chosen[::-1]
         for name in names:
             scenario = SCENARIOS[name]
             for target in targets:
@@ -100,6 +102,13 @@ def bench(
     markdown: Annotated[
         bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help=f"Only these targets (repeatable): {', '.join(TARGET_NAMES)}; default all.",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark hello-server against a minimal grpc.aio baseline, on loopback."""
     names = scenarios or list(SCENARIOS)
@@ -107,6 +116,15 @@ def bench(
     if unknown:
         typer.echo(f"hello-bench: unknown scenario {', '.join(unknown)}", err=True)
         raise typer.Exit(EXIT_USAGE)
+    wrong = [t for t in only or () if t not in TARGET_NAMES]
+    if wrong:
+        typer.echo(
+            f"hello-bench: error: unknown target {', '.join(wrong)} "
+            f"(choose from {', '.join(TARGET_NAMES)})",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    chosen = tuple(t for t in TARGETS if not only or t in {TARGET_NAMES[n] for n in only})
     settings = Settings(
         duration=duration,
         window=window,
@@ -120,7 +138,7 @@ def bench(
     records: list[report.Record] = []
     errors: list[str] = []
     started = time.monotonic()
-    plan = _plan(names, rounds)
+    plan = _plan(names, rounds, chosen)
     try:
         for i, (round_, name, target, stalled) in enumerate(plan, 1):
             label = f"[{i}/{len(plan)}] {name}{' (stalled)' if stalled else ''} / {target.label}"

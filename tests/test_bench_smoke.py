@@ -42,3 +42,12 @@ def test_unknown_scenario_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["nope", "--json-out", str(tmp_path / "r.json")])
     assert result.exit_code == 2
     assert not (tmp_path / "r.json").exists()
+
+
+def test_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["fanout", "--target", "nope", "--json-out", str(tmp_path / "r.json")]
+    )
+    assert result.exit_code == 2
+    assert "unknown target nope" in result.output
+    assert not (tmp_path / "r.json").exists()
