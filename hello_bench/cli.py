@@ -23,7 +23,14 @@ from rich.console import Console
 
 from hello_bench import report
 from hello_bench.runner import DEFAULT_WINDOW, IdleRecord, Settings, run_fanout, run_idle
-from hello_bench.scenarios import SCENARIOS, SERVER_OPTIONS, TARGETS, FanoutScenario, Target
+from hello_bench.scenarios import (
+    SCENARIOS,
+    SERVER_OPTIONS,
+    TARGET_NAMES,
+    TARGETS,
+    FanoutScenario,
+    Target,
+)
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
@@ -45,10 +52,10 @@ def _summary(record: report.Record) -> str:
     )
 
 
-def _targets(options: list[str]) -> tuple[Target, ...]:
-    """The targets of one round: each hello target followed by its option-set variants."""
+def _targets(options: list[str], chosen: tuple[Target, ...] = TARGETS) -> tuple[Target, ...]:
+    """The targets of one round: each chosen hello target followed by its option-set variants."""
     targets: list[Target] = []
-    for target in TARGETS:
+    for target in chosen:
         targets.append(target)
         if target.server == "hello":
             targets += [target.with_options(name) for name in options]
@@ -56,11 +63,14 @@ def _targets(options: list[str]) -> tuple[Target, ...]:
 
 
 def _plan(
-    names: list[str], rounds: int, options: list[str] | None = None
+    names: list[str],
+    rounds: int,
+    options: list[str] | None = None,
+    chosen: tuple[Target, ...] = TARGETS,
 ) -> list[tuple[int, str, Target, bool]]:
     """(round, scenario, target, stalled) for every run, in running order."""
     plan = []
-    every = _targets(options or [])
+    every = _targets(options or [], chosen)
     for round_ in range(rounds):
         targets = every if round_ % 2 == 0 else every[::-1]
         for name in names:
@@ -120,6 +130,13 @@ def bench(
     markdown: Annotated[
         bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help=f"Only these targets (repeatable): {', '.join(TARGET_NAMES)}; default all.",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark hello-server against a minimal grpc.aio baseline, on loopback."""
     names = scenarios or list(SCENARIOS)
@@ -131,6 +148,15 @@ def bench(
     if unknown := [o for o in options if o not in SERVER_OPTIONS]:
         typer.echo(f"hello-bench: unknown server options {', '.join(unknown)}", err=True)
         raise typer.Exit(EXIT_USAGE)
+    wrong = [t for t in only or () if t not in TARGET_NAMES]
+    if wrong:
+        typer.echo(
+            f"hello-bench: error: unknown target {', '.join(wrong)} "
+            f"(choose from {', '.join(TARGET_NAMES)})",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    chosen = tuple(t for t in TARGETS if not only or t in {TARGET_NAMES[n] for n in only})
     settings = Settings(
         duration=duration,
         window=window,
@@ -144,7 +170,7 @@ def bench(
     records: list[report.Record] = []
     errors: list[str] = []
     started = time.monotonic()
-    plan = _plan(names, rounds, options)
+    plan = _plan(names, rounds, options, chosen)
     try:
         for i, (round_, name, target, stalled) in enumerate(plan, 1):
             label = f"[{i}/{len(plan)}] {name}{' (stalled)' if stalled else ''} / {target.label}"

@@ -27,6 +27,7 @@ the latency of an overloaded run would only measure how long it ran.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import signal
 import time
@@ -44,6 +45,11 @@ from hello_client.errors import HelloError
 from hello_client.sender import StreamSender
 
 JOIN_CONCURRENCY = 200  # joins in progress at once while setting up
+# Fan-out readers share connections of at most this many streams each, and the
+# senders have a connection of their own, as separate clients would: the
+# server caps the streams of one connection (1,000 by default), so a room of
+# 1,000 readers and its sender on one connection would leave no stream for a send.
+READERS_PER_CONNECTION = 250
 # Idle streams share these channels, each on a connection of its own: the
 # server caps the streams of one connection (--max-streams-per-connection,
 # 1,000 by default), and without a local subchannel pool grpc would put every
@@ -250,10 +256,17 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
     address = str(await _receive(conn, "start"))
     async with AsyncExitStack() as stack:
         joins = asyncio.Semaphore(JOIN_CONCURRENCY)
+        streams = load.rooms * (load.readers + load.stalled)
+        pool = [
+            ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
+            for _ in range(max(1, math.ceil(streams / READERS_PER_CONNECTION)))
+        ]
+        for client in pool:
+            stack.push_async_callback(client.close)
+        joined = itertools.count()
 
         async def join(room: str, user: str) -> Subscription:
-            client = ChatClient(address, batched=load.batched)
-            stack.push_async_callback(client.close)
+            client = pool[next(joined) % len(pool)]
             async with joins:
                 subscription = await client.join(room, user, reconnect=None)
             stack.push_async_callback(subscription.close)
@@ -272,9 +285,9 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
             *(join(room.name, f"stalled-{i}") for room in rooms for i in range(load.stalled))
         )
         senders: list[SendFunction] = []
+        client = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
+        stack.push_async_callback(client.close)
         for _ in rooms:
-            client = ChatClient(address, batched=load.batched)
-            stack.push_async_callback(client.close)
             if load.stream_send:
                 sender = StreamSender(client)
                 stack.push_async_callback(sender.close)

@@ -46,6 +46,13 @@ HELLO_SUBSCRIBE = Target("hello", batched=True)
 HELLO_STREAMING = Target("hello", batched=True, stream_send=True)
 # The order of one round: the baseline sits between the hello runs.
 TARGETS = (HELLO_JOIN, BASELINE, HELLO_SUBSCRIBE, HELLO_STREAMING)
+# What --target calls each.
+TARGET_NAMES = {
+    "join": HELLO_JOIN,
+    "baseline": BASELINE,
+    "subscribe": HELLO_SUBSCRIBE,
+    "sendstream": HELLO_STREAMING,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,19 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+# Message records' headers (tag and length) by length: the server frames the
+# same few sizes for every member of a room, so each is built once.
+_MESSAGE_HEADERS: dict[int, bytes] = {}
+_MAX_CACHED_HEADERS = 4096
+
+
+def _message_header(size: int) -> bytes:
+    header = _BATCH_FIELD_TAG + _varint(size)
+    if len(_MESSAGE_HEADERS) < _MAX_CACHED_HEADERS:
+        _MESSAGE_HEADERS[size] = header
+    return header
+
+
 def frame_batch(messages: Iterable[bytes]) -> bytes:
     """Encode serialised ``Message`` bytes (and `PresenceRecord`s) as one ``MessageBatch``.
 
@@ -87,8 +100,13 @@ def frame_batch(messages: Iterable[bytes]) -> bytes:
     order relative to each other within one batch is not kept.
     """
     parts: list[bytes] = []
+    append = parts.append
+    headers = _MESSAGE_HEADERS
     for body in messages:
-        parts.append(_PRESENCE_FIELD_TAG if type(body) is PresenceRecord else _BATCH_FIELD_TAG)
-        parts.append(_varint(len(body)))
-        parts.append(body)
+        if type(body) is PresenceRecord:
+            append(_PRESENCE_FIELD_TAG + _varint(len(body)))
+        else:
+            size = len(body)
+            append(headers.get(size) or _message_header(size))
+        append(body)
     return b"".join(parts)

@@ -2,8 +2,9 @@
 
 When the loop is saturated, every ready callback waits its turn, so a short
 timer fires late by about one pass over the ready queue. Subscribe streams
-use that delay to gather larger batches exactly when writes are the
-bottleneck, and not at all when the loop is idle.
+use that delay as the sign to write in waves (`hello_server.waves`), which
+gathers larger batches exactly when writes are the bottleneck, and not at
+all when the loop is idle.
 
 It only measures while Subscribe streams are writing (each write calls
 `want`): an idle server takes no timer wake-ups for it.

@@ -34,6 +34,7 @@ from hello_server.metrics import HubState, ServerMetrics
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
+from hello_server.waves import Waves
 
 if TYPE_CHECKING:
     from hello_server.redis_hub import RedisHub
@@ -84,6 +85,8 @@ class ChatServer:
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._start_called = False
         self._server: grpc.aio.Server | None = None  # set once serving
+        # When Subscribe streams write under load (the count is for tests).
+        self.waves = Waves()
         self._lag_task: asyncio.Task[None] | None = None
         self._malformed_requests = MalformedRequestLog()
         self._port: int | None = None
@@ -240,6 +243,7 @@ class ChatServer:
             self._lag,
             self.stalls,
             self.guard,
+            self.waves,
         )
         handler = service.rpc_handler()
         if self.config.auth is not None:

@@ -51,6 +51,7 @@ from hello_server.limits import LimitExceeded
 from hello_server.loop_lag import LoopLag
 from hello_server.mailbox import CloseReason, Mailbox, MailboxClosed
 from hello_server.reaper import StalledConnections
+from hello_server.waves import Waves
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,11 @@ MAX_BATCH = 512
 # 1 MiB queue bound (below).
 MAX_BATCH_BYTES = 128 * 1024
 
-# A Subscribe stream also gathers while the event loop runs its timers late
-# by more than LAG_THRESHOLD (it is saturated, and each write costs far more
-# than its bytes), for as long as the lateness, at most MAX_LAG_LINGER.
+# While the event loop runs its timers late by more than LAG_THRESHOLD (it is
+# saturated, and each write costs far more than its bytes), or while the last
+# wave of writes held it (waves.py), Subscribe streams write in waves: all
+# together, then a pause in which calls are accepted and messages gather.
 LAG_THRESHOLD = 0.002
-MAX_LAG_LINGER = 0.050
 
 _CLOSE_STATUS = {
     CloseReason.EVICTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -134,6 +135,7 @@ class ChatRoomService:
         lag: LoopLag | None = None,
         stalls: StalledConnections | None = None,
         guard: Guard | None = None,
+        waves: Waves | None = None,
     ) -> None:
         self._hub = hub
         self._limits = limits
@@ -141,6 +143,7 @@ class ChatRoomService:
         self._lag = lag or LoopLag()
         self._stalls = stalls
         self._guard = guard or Guard()
+        self._waves = waves or Waves()
 
     def rpc_handler(self) -> grpc.GenericRpcHandler[bytes, bytes]:
         """The handler to register on a grpc.aio server."""
@@ -291,13 +294,15 @@ class ChatRoomService:
         A message that finds the stream idle goes out at once, alone; one that
         arrives within a linger period of the previous write means the room is
         busy, so the stream gathers for one linger period first; and while the
-        whole server is saturated (its loop runs late), every stream gathers
-        for about that lateness. Busy rooms and a busy server get fewer,
-        larger writes; a quiet room on a quiet server gets no added delay.
+        whole server is saturated (its loop runs late), every stream writes in
+        the next wave, with all the others. Busy rooms and a busy server get
+        fewer, larger writes, and a saturated server still accepts sends
+        between waves; a quiet room on a quiet server gets no added delay.
         """
         loop = asyncio.get_running_loop()
         linger = self._linger
         lag = self._lag
+        waves = self._waves
         last_write = -linger
         previous = 0  # gRPC's copy of the last batch, counted until the next is written
         while True:
@@ -305,13 +310,16 @@ class ChatRoomService:
                 mailbox.wrote(private=previous)
                 previous = 0
             await mailbox.wait()
-            gather = linger if loop.time() - last_write < linger else 0.0
-            # A saturated loop: writes are the bottleneck, so gather for about
-            # one pass over the loop's work, bounded. Scheduler jitter is not load.
-            if lag.seconds > LAG_THRESHOLD:
-                gather = max(gather, min(lag.seconds, MAX_LAG_LINGER))
-            if gather and len(mailbox) < MAX_BATCH and mailbox.queued_bytes < MAX_BATCH_BYTES:
-                await asyncio.sleep(gather)
+            now = loop.time()
+            if len(mailbox) >= MAX_BATCH or mailbox.queued_bytes >= MAX_BATCH_BYTES:
+                pass  # a full batch goes at once
+            elif lag.seconds > LAG_THRESHOLD or waves.busy(now):
+                # A saturated loop: write with every other stream in the next
+                # wave, so that calls get the passes in between (waves.py).
+                # Scheduler jitter is not load.
+                await waves.join()
+            elif now - last_write < linger:
+                await asyncio.sleep(linger)
             batch = frame_batch(mailbox.take_nowait(MAX_BATCH, MAX_BATCH_BYTES))
             size = len(batch)
             mailbox.framed(size)  # the frame is this member's own copy...

@@ -70,3 +70,12 @@ async def test_send_path_measures_every_mode() -> None:
     """The in-process send-path figure runs with each hook set and publishes for real."""
     for _, metrics, rate in MODES:
         assert await measure(metrics, rate, messages=200, members=3) > 0
+
+
+def test_unknown_target_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["fanout", "--target", "nope", "--json-out", str(tmp_path / "r.json")]
+    )
+    assert result.exit_code == 2
+    assert "unknown target nope" in result.output
+    assert not (tmp_path / "r.json").exists()
