@@ -14,34 +14,12 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from hello_server import limits as limits_module
 from hello_server.limits import LimitExceeded, SendRate, UserLimits, UserStreams
 from hello_server.log_limits import RefusalLog
 from hello_server.logs import fields
 from hello_server.metrics import ServerMetrics
 
 OK = grpc.StatusCode.OK
-
-
-class Seat:
-    """An admitted Join or Subscribe stream; `release` when it ends (idempotent)."""
-
-    __slots__ = ("_metrics", "_rpc", "_user_seat")
-
-    def __init__(
-        self, user_seat: limits_module.Seat, rpc: str, metrics: ServerMetrics | None
-    ) -> None:
-        self._user_seat = user_seat
-        self._rpc = rpc
-        self._metrics = metrics
-        if metrics is not None:
-            metrics.stream_opened(rpc)
-
-    def release(self) -> None:
-        self._user_seat.release()
-        metrics, self._metrics = self._metrics, None
-        if metrics is not None:
-            metrics.stream_closed(self._rpc)
 
 
 class Guard:
@@ -85,14 +63,25 @@ class Guard:
 
     # -- streams -----------------------------------------------------------------
 
-    def admit(self, rpc: str, user: str, room: str, peer: str) -> Seat:
-        """Count a new ``rpc`` stream of ``user`` in ``room``, or raise `LimitExceeded`."""
+    def admit(self, rpc: str, user: str, room: str, peer: str) -> None:
+        """Count a new ``rpc`` stream of ``user`` in ``room``, or raise `LimitExceeded`.
+
+        Nothing is kept per stream: `release` is told the same ``rpc``,
+        ``user`` and ``room`` (the member carries them) once the stream ends.
+        """
         try:
-            user_seat = self.streams.admit(user, room)
+            self.streams.admit(user, room)
         except LimitExceeded as refused:
             self._refused("join", refused, user, room, peer)
             raise
-        return Seat(user_seat, rpc, self.metrics)
+        if self.metrics is not None:
+            self.metrics.stream_opened(rpc)
+
+    def release(self, rpc: str, user: str, room: str) -> None:
+        """An admitted stream ended: uncount it. Exactly once per admitted stream."""
+        self.streams.release(user, room)
+        if self.metrics is not None:
+            self.metrics.stream_closed(rpc)
 
     def joined(self, rpc: str, code: grpc.StatusCode) -> None:
         """A Join or Subscribe was admitted (OK) or refused with ``code``."""

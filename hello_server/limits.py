@@ -134,77 +134,76 @@ class SendRate:
 
 
 class _UserCount:
+    """A user with more than one stream: how many, and how many in each of its rooms."""
+
     __slots__ = ("rooms", "streams")
 
-    def __init__(self) -> None:
-        self.streams = 0
-        self.rooms: dict[str, int] = {}  # room -> this user's streams in it
-
-
-class Seat:
-    """One admitted stream's place in its user's counts; `release` once it ends (idempotent)."""
-
-    __slots__ = ("_owner", "room", "user")
-
-    def __init__(self, owner: UserStreams | None, user: str, room: str) -> None:
-        self._owner = owner
-        self.user = user
-        self.room = room
-
-    def release(self) -> None:
-        owner, self._owner = self._owner, None
-        if owner is not None:
-            owner._release(self.user, self.room)
+    def __init__(self, streams: int, rooms: dict[str, int]) -> None:
+        self.streams = streams
+        self.rooms = rooms  # room -> this user's streams in it
 
 
 class UserStreams:
     """Counts each user's Join/Subscribe streams and rooms; refuses past the caps.
 
     A user with no stream left is forgotten, so the state is the users
-    connected now.
+    connected now. A user with one stream (the usual case: a person in a room)
+    is held as that stream's room id, which the hub holds anyway: one dict
+    entry and no object per stream. With both caps off nothing is counted.
+    The caller releases each admitted stream exactly once, with the same
+    user and room.
     """
 
     def __init__(self, max_streams: int, max_rooms: int) -> None:
         self.max_streams = max_streams
         self.max_rooms = max_rooms
-        self._users: dict[str, _UserCount] = {}
+        self._users: dict[str, str | _UserCount] = {}
 
     def __len__(self) -> int:
         return len(self._users)
 
-    def admit(self, user: str, room: str) -> Seat:
+    def admit(self, user: str, room: str) -> None:
         """Count a new stream of ``user`` in ``room``, or raise `LimitExceeded`."""
-        count = self._users.get(user)
-        if count is None:
-            count = self._users[user] = _UserCount()
-        if self.max_streams and count.streams >= self.max_streams:
-            self._forget_if_empty(user, count)
+        if not (self.max_streams or self.max_rooms):
+            return
+        held = self._users.get(user)
+        if held is None:
+            self._users[user] = room
+            return
+        if isinstance(held, str):
+            streams, rooms, new_room = 1, 1, room != held
+        else:
+            streams, rooms, new_room = held.streams, len(held.rooms), room not in held.rooms
+        if self.max_streams and streams >= self.max_streams:
             raise LimitExceeded(
                 "streams_per_user",
-                f"too many streams: user {user!r} already has {count.streams} open "
+                f"too many streams: user {user!r} already has {streams} open "
                 f"(at most {self.max_streams}); close one first",
             )
-        if self.max_rooms and room not in count.rooms and len(count.rooms) >= self.max_rooms:
-            self._forget_if_empty(user, count)
+        if self.max_rooms and new_room and rooms >= self.max_rooms:
             raise LimitExceeded(
                 "rooms_per_user",
-                f"too many rooms: user {user!r} is already in {len(count.rooms)} rooms "
+                f"too many rooms: user {user!r} is already in {rooms} rooms "
                 f"(at most {self.max_rooms}); leave one first",
             )
-        count.streams += 1
-        count.rooms[room] = count.rooms.get(room, 0) + 1
-        return Seat(self, user, room)
+        if isinstance(held, str):
+            held = self._users[user] = _UserCount(1, {held: 1})
+        held.streams += 1
+        held.rooms[room] = held.rooms.get(room, 0) + 1
 
-    def _release(self, user: str, room: str) -> None:
-        count = self._users[user]
-        count.streams -= 1
-        left = count.rooms[room] - 1
-        if left:
-            count.rooms[room] = left
-        else:
-            del count.rooms[room]
-        self._forget_if_empty(user, count)
-
-    def _forget_if_empty(self, user: str, count: _UserCount) -> None:
-        if not count.streams:
+    def release(self, user: str, room: str) -> None:
+        """Uncount a stream that `admit` counted, once it has ended."""
+        if not (self.max_streams or self.max_rooms):
+            return
+        held = self._users[user]
+        if isinstance(held, str):
             del self._users[user]
+            return
+        held.streams -= 1
+        left = held.rooms[room] - 1
+        if left:
+            held.rooms[room] = left
+        else:
+            del held.rooms[room]
+        if held.streams == 1:  # back to a single stream: just its room
+            (self._users[user],) = held.rooms

@@ -35,7 +35,7 @@ from hello_protocol.wire import (
     frame_batch,
 )
 from hello_server.auth import Forbidden, authorized_name
-from hello_server.guard import Guard, Seat
+from hello_server.guard import Guard
 from hello_server.hub import (
     BackendUnavailable,
     Catchup,
@@ -239,7 +239,7 @@ class ChatRoomService:
         self, raw: bytes, context: Context, deliver: _Deliver, *, watches: bool
     ) -> None:
         """Register the caller, acknowledge, deliver until the call ends, remove."""
-        joined, seat = await self._enter(raw, context, watches)
+        joined, departure = await self._enter(raw, context, watches)
         member = joined.member
         try:
             await context.send_initial_metadata(acknowledgement(joined))
@@ -255,10 +255,12 @@ class ChatRoomService:
             # away while flow control held the write): nobody is left to tell.
             return
         finally:
-            self._gone(member, seat)
+            departure(context)
 
-    def _gone(self, member: Member, seat: Seat) -> None:
-        seat.release()
+    def _gone(self, member: Member, rpc: str | None) -> None:
+        """``member``'s stream ended; ``rpc`` (Join/Subscribe) the first time, to uncount it."""
+        if rpc is not None:
+            self._guard.release(rpc, member.user_id, member.room_id)
         self._hub.leave(member)
         if self._stalls is not None:
             self._stalls.done(member)
@@ -331,11 +333,13 @@ class ChatRoomService:
             last_write = loop.time()
             lag.want()
 
-    async def _enter(self, raw: bytes, context: Context, watches: bool) -> tuple[Joined, Seat]:
+    async def _enter(
+        self, raw: bytes, context: Context, watches: bool
+    ) -> tuple[Joined, _Departure]:
         """Register the caller as a member, or end the call with the refusal."""
         try:
             # Interned: the members on one connection share one peer string.
-            joined, seat = await self._admit(raw, sys.intern(context.peer()), watches)
+            joined = await self._admit(raw, sys.intern(context.peer()), watches)
         except Refusal as refusal:
             await context.abort(refusal.code, refusal.detail, refusal.trailers)
         # The stream's task is cancelled when the call ends, which runs the
@@ -343,17 +347,18 @@ class ChatRoomService:
         # before the handler resumes. ``leave`` is idempotent.
         # grpc-stubs types the callback as its own DoneCallback class; any
         # callable taking the context is what grpc.aio actually accepts.
-        context.add_done_callback(_Departure(self, joined.member, seat))  # type: ignore[arg-type]
+        departure = _Departure(self, joined.member, "Subscribe" if watches else "Join")
+        context.add_done_callback(departure)  # type: ignore[arg-type]
         if self._stalls is not None:
             self._stalls.serving(joined.member)
-        return joined, seat
+        return joined, departure
 
-    async def _admit(self, raw: bytes, connection: str, watches: bool) -> tuple[Joined, Seat]:
+    async def _admit(self, raw: bytes, connection: str, watches: bool) -> Joined:
         """Validate a serialised JoinRequest and join; raise `Refusal` if refused.
 
         ``watches``: the stream can carry presence events (Subscribe), so
-        it gets them if it asked. The seat counts the stream in its user's
-        limits until it is released.
+        it gets them if it asked. The stream counts in its user's limits
+        until its `_Departure` releases it.
         """
         rpc = "Subscribe" if watches else "Join"
         try:
@@ -365,25 +370,29 @@ class ChatRoomService:
             catchup = None
             if request.history or request.since_seq or request.epoch:
                 catchup = Catchup(request.history, request.since_seq, request.epoch)
-            seat = self._guard.admit(rpc, request.user.id, request.roomID, connection)
+            # Each read of a protobuf string field makes a new str: read once,
+            # so that the limits and the member share one user id; the room id
+            # is interned so that the limits share the hub's room's string.
+            user, room = request.user.id, sys.intern(request.roomID)
+            self._guard.admit(rpc, user, room, connection)
             try:
                 joined = await self._hub.enter(
-                    request.roomID,
-                    request.user.id,
+                    room,
+                    user,
                     name,
                     connection,
                     catchup,
                     presence=watches and request.presence,
                 )
             except BaseException:
-                seat.release()
+                self._guard.release(rpc, user, room)
                 raise
         except _REFUSABLE as error:
             refusal = Refusal.of(error, pb.JoinRequest)
             self._guard.joined(rpc, refusal.code)
             raise refusal from None
         self._guard.joined(rpc, grpc.StatusCode.OK)
-        return joined, seat
+        return joined
 
     async def _accept(self, raw: bytes, rpc: str, context: Context) -> Envelope:
         """Validate a serialised Message and publish it; raise `Refusal` if refused."""
@@ -410,17 +419,21 @@ class _Departure:
 
     A slotted object rather than a lambda because every open stream holds
     one: it saves about 140 bytes per stream (tracemalloc, 1,000 streams).
+    The handler's ``finally`` calls it too; whichever runs first uncounts
+    the stream in the limits and metrics (``rpc`` then becomes None), so no
+    per-stream seat object is needed to make that once-only.
     """
 
-    __slots__ = ("_member", "_seat", "_service")
+    __slots__ = ("_member", "_rpc", "_service")
 
-    def __init__(self, service: ChatRoomService, member: Member, seat: Seat) -> None:
+    def __init__(self, service: ChatRoomService, member: Member, rpc: str) -> None:
         self._service = service
         self._member = member
-        self._seat = seat
+        self._rpc: str | None = rpc
 
     def __call__(self, _context: object) -> None:
-        self._service._gone(self._member, self._seat)
+        rpc, self._rpc = self._rpc, None
+        self._service._gone(self._member, rpc)
 
 
 # What a request can be refused for; `Refusal.of` gives each its status.

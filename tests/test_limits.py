@@ -90,17 +90,44 @@ class TestSendRate:
 class TestUserStreamCounts:
     def test_a_user_with_no_stream_left_is_forgotten(self) -> None:
         streams = UserStreams(max_streams=2, max_rooms=2)
-        seats = [streams.admit(f"user-{n}", "r") for n in range(1000)]
+        for n in range(1000):
+            streams.admit(f"user-{n}", "r")
         assert len(streams) == 1000
-        for seat in seats:
-            seat.release()
-            seat.release()  # idempotent
+        for n in range(1000):
+            streams.release(f"user-{n}", "r")
         assert len(streams) == 0
         streams.admit("x", "r1")
         streams.admit("x", "r2")
         with pytest.raises(LimitExceeded):
             streams.admit("x", "r3")
         assert len(streams) == 1
+
+    def test_counts_follow_streams_as_they_end(self) -> None:
+        streams = UserStreams(max_streams=3, max_rooms=2)
+        for room in ("r1", "r1", "r2"):
+            streams.admit("x", room)
+        with pytest.raises(LimitExceeded, match="already has 3 open"):
+            streams.admit("x", "r1")
+        streams.release("x", "r2")  # x: two streams, both in r1
+        streams.admit("x", "r3")
+        streams.release("x", "r1")  # x: r1 and r3
+        with pytest.raises(LimitExceeded, match="already in 2 rooms"):
+            streams.admit("x", "r4")
+        streams.admit("x", "r1")  # a room it is in already
+        for room in ("r3", "r1"):
+            streams.release("x", room)
+        streams.admit("x", "r4")  # x had one stream left, in r1
+        with pytest.raises(LimitExceeded, match="already in 2 rooms"):
+            streams.admit("x", "r5")
+        for room in ("r4", "r1"):
+            streams.release("x", room)
+        assert len(streams) == 0
+
+    def test_nothing_is_counted_with_both_caps_off(self) -> None:
+        streams = UserStreams(max_streams=0, max_rooms=0)
+        for _ in range(10):
+            streams.admit("x", "r")
+        assert len(streams) == 0
 
 
 # -- on a real server --------------------------------------------------------------

@@ -16,6 +16,7 @@ from tests.support import within
 from tests.support.calls import (
     drain,
     final_status,
+    hub_until,
     joined,
     member_users,
     open_stub,
@@ -128,6 +129,11 @@ async def test_counters_after_a_known_sequence_of_calls(server: ChatServer, stub
     assert ("process_cpu_seconds_total", ()) in after
     alice.cancel()
     bob.cancel()
+    await hub_until(server, lambda: server.hub.member_count == 0)
+    ended = await scrape(server)
+    assert value(ended, "hello_open_streams", rpc="Join") == 0
+    assert value(ended, "hello_open_streams", rpc="Subscribe") == 0
+    assert value(ended, "hello_stream_users") == 0
 
 
 async def test_only_metrics_is_served(server: ChatServer) -> None:
