@@ -17,7 +17,7 @@ from hello_protocol.validation import InputLimits
 from hello_protocol.wire import SERVICE_NAME
 from hello_server import ChatServer, Hub, QueueLimits, ServerConfig, run_server
 from hello_server.hub import LocalRooms
-from hello_server.service import ChatRoomService, encode_message
+from hello_server.service import ChatRoomService, _internal_errors, encode_message
 from tests.support.calls import joined, read_messages
 
 TIMEOUT = 10
@@ -196,7 +196,7 @@ async def original_only_server() -> AsyncIterator[str]:
             grpc.method_handlers_generic_handler(
                 SERVICE_NAME,
                 {
-                    "Join": grpc.unary_stream_rpc_method_handler(service.join),
+                    "Join": grpc.unary_stream_rpc_method_handler(_internal_errors(service.join)),
                     "SendMessage": grpc.unary_unary_rpc_method_handler(
                         service.send_message, response_serializer=pb.Exit.SerializeToString
                     ),
