@@ -9,7 +9,6 @@ that is the Redis backend's part, tested with it.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import socket
@@ -40,13 +39,9 @@ CONNECTIONS = 16
 
 
 @pytest.fixture
-def redis_url() -> str:
-    """The Redis the workers share: HELLO_TEST_REDIS_URL, or a local default.
-
-    Until the Redis backend is merged, a worker with --redis runs the
-    in-process hub and never connects, so any redis:// URL does here.
-    """
-    return os.environ.get("HELLO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+def redis_url(redis: str) -> str:
+    """The Redis the workers share: the suite's own redis-server, or HELLO_TEST_REDIS_URL."""
+    return redis
 
 
 @contextmanager
