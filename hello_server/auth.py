@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from hello_server.config import ConfigError
+from hello_server.log_limits import RefusalLog
+from hello_server.logs import fields
 
 __all__ = [
     "LEEWAY_SECONDS",
@@ -255,16 +257,26 @@ _Behavior = Callable[[_Request, Any], Awaitable[_Response]]
 
 
 def guard(
-    handler: grpc.GenericRpcHandler[Any, Any], verifier: TokenVerifier
+    handler: grpc.GenericRpcHandler[Any, Any], verifier: TokenVerifier, refusals: RefusalLog
 ) -> grpc.GenericRpcHandler[Any, Any]:
-    """``handler``'s methods, each refusing a call whose token does not verify."""
-    return _Guarded(handler, verifier)
+    """``handler``'s methods, each refusing a call whose token does not verify.
+
+    Refusals are logged through ``refusals``: once per client address and
+    interval, however many calls a client makes with a bad token.
+    """
+    return _Guarded(handler, verifier, refusals)
 
 
 class _Guarded(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    def __init__(self, inner: grpc.GenericRpcHandler[Any, Any], verifier: TokenVerifier) -> None:
+    def __init__(
+        self,
+        inner: grpc.GenericRpcHandler[Any, Any],
+        verifier: TokenVerifier,
+        refusals: RefusalLog,
+    ) -> None:
         self._inner = inner
         self._verifier = verifier
+        self._refusals = refusals
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     def service(
@@ -296,11 +308,22 @@ class _Guarded(grpc.GenericRpcHandler):  # type: ignore[type-arg]
 
     def _authenticated(self, behavior: _Behavior[Any, Any]) -> _Behavior[Any, Any]:
         verify = self._verifier.verify
+        refusals = self._refusals
 
         async def authenticated(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 identity = verify(_bearer_token(context.invocation_metadata() or ()))
             except Unauthenticated as error:
+                peer = context.peer()
+                # Keyed by address, not connection: a client opening many
+                # connections is still one client.
+                address = peer.rsplit(":", 1)[0]
+                refusals.refused(
+                    "token",
+                    f"client {address}",
+                    str(error),
+                    fields(peer=peer, status="UNAUTHENTICATED"),
+                )
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
             # Each call runs in a task of its own: the identity is this call's only.
             held = _caller.set(identity)

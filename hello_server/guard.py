@@ -103,6 +103,15 @@ class Guard:
 
     # -- refusals ----------------------------------------------------------------
 
+    def forbidden(self, what: str, user: str, room: str, peer: str, detail: str) -> None:
+        """A ``what`` ("join", "message") for ``user`` that the caller's token may not make."""
+        self.refusals.refused(
+            what,
+            f"caller of {user!r}",
+            detail,
+            fields(room=room, user=user, peer=peer, status="PERMISSION_DENIED"),
+        )
+
     def _refused(self, what: str, refused: LimitExceeded, user: str, room: str, peer: str) -> None:
         if self.metrics is not None:
             self.metrics.refused(refused.limit)

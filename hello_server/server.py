@@ -247,7 +247,7 @@ class ChatServer:
         )
         handler = service.rpc_handler()
         if self.config.auth is not None:
-            handler = guard(handler, self.config.auth)
+            handler = guard(handler, self.config.auth, self.refusals)
         server.add_generic_rpc_handlers((handler,))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -393,6 +393,10 @@ class ChatRoomService:
                 self._guard.release(rpc, user, room)
                 raise
         except _REFUSABLE as error:
+            if isinstance(error, Forbidden):
+                self._guard.forbidden(
+                    "join", request.user.id, request.roomID, connection, str(error)
+                )
             refusal = Refusal.of(error, pb.JoinRequest)
             self._guard.joined(rpc, refusal.code)
             raise refusal from None
@@ -412,6 +416,9 @@ class ChatRoomService:
             self._guard.sending(request.id, request.roomID, context.peer)
             envelope = await self._hub.publish(request.roomID, request.id, request.message, name)
         except _REFUSABLE as error:
+            if isinstance(error, Forbidden):
+                peer = context.peer()
+                self._guard.forbidden("message", request.id, request.roomID, peer, str(error))
             refusal = Refusal.of(error, pb.Message)
             self._guard.sent(rpc, refusal.code, started, None)
             raise refusal from None

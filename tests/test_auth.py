@@ -5,6 +5,7 @@ Real servers on ephemeral ports; tokens made at test time (tests/support/securit
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -355,3 +356,28 @@ async def test_a_raw_subscribe_with_a_valid_token_gets_messages(
     [message] = await receive(call, 1)
     assert message.message == "one"
     call.cancel()
+
+
+class TestRefusalLogs:
+    async def test_bad_tokens_and_forbidden_sends_log_once_per_client(
+        self, alice: ChatClient, stub: Stub, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Three bad tokens and three sends as another user: one warning line each."""
+        caplog.set_level(logging.WARNING, logger="hello_server")
+        async with await alice.join("lobby", "alice"):
+            for _ in range(3):
+                error = await rpc_error(stub.Members(pb.RoomRequest(roomID="lobby")))
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+                message = pb.Message(id="bob", roomID="lobby", message="it was bob")
+                error = await rpc_error(stub.SendMessage(message, metadata=bearer(token("alice"))))
+                assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        lines = [r.getMessage() for r in caplog.records]
+        tokens = [line for line in lines if line.startswith("token refused for client ")]
+        assert len(tokens) == 1, lines
+        assert "this server needs a token" in tokens[0]
+        assert SECRET not in "\n".join(lines)
+        forbidden = [
+            line for line in lines if line.startswith("message refused for caller of 'bob'")
+        ]
+        assert len(forbidden) == 1, lines
+        assert "not the token's user 'alice'" in forbidden[0]
