@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    SummaryMetricFamily,
 )
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -294,6 +295,54 @@ class ServerMetrics:
             pass
         finally:
             writer.close()
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """What the shared (Redis) backend counts for the metrics, since the server started."""
+
+    sends: int = 0  # send scripts answered
+    send_seconds: float = 0.0  # their round trips, added up
+    errors: int = 0  # commands that failed: Redis unreachable, timed out or refusing
+    pubsub_reconnects: int = 0
+    rooms_lost: int = 0  # rooms whose streams here ended: a gap could not be refilled
+    ping_seconds: float | None = None  # the last pub/sub PING's round trip
+
+
+class BackendCollector:
+    """The Redis backend's `BackendStats` as metrics, read at scrape time."""
+
+    def __init__(self, stats: BackendStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._stats
+        yield SummaryMetricFamily(
+            "hello_redis_send_seconds",
+            "Round trips of the send script (one per accepted message).",
+            count_value=stats.sends,
+            sum_value=stats.send_seconds,
+        )
+        yield CounterMetricFamily(
+            "hello_redis_errors", "Redis commands that failed.", value=stats.errors
+        )
+        yield CounterMetricFamily(
+            "hello_redis_pubsub_reconnects",
+            "Times the pub/sub connection to Redis was made again after a loss.",
+            value=stats.pubsub_reconnects,
+        )
+        yield CounterMetricFamily(
+            "hello_redis_rooms_lost",
+            "Rooms whose streams here ended UNAVAILABLE (a missed message could not be "
+            "refilled from history), so that their clients resume.",
+            value=stats.rooms_lost,
+        )
+        if stats.ping_seconds is not None:
+            yield GaugeMetricFamily(
+                "hello_redis_ping_seconds",
+                "The last PING round trip on the pub/sub connection (one a second).",
+                value=stats.ping_seconds,
+            )
 
 
 _Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)

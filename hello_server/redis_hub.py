@@ -58,6 +58,7 @@ from hello_server.hub import (
     PresenceEncoder,
     RoomNotFound,
 )
+from hello_server.metrics import BackendStats
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class RedisHub:
         self._send_lock = asyncio.Lock()
         self._pubsub_up = False
         self._ping_sent: float | None = None  # loop time of the unanswered PING
+        self.stats = BackendStats()
         self._commands_ok = False
         self._healthy = False
         self._registered = False  # this node's heartbeat entry was written once
@@ -338,6 +340,7 @@ class RedisHub:
         now = time.time_ns()
         unnumbered = self._encode(Envelope(room_id, sender_id, text, 0, now, name))
         history = self._history
+        started = time.perf_counter()
         try:
             seq = await self._send(
                 keys=scripts.room_keys(room_id)[:2],
@@ -351,6 +354,9 @@ class RedisHub:
         except _FAILURES as error:
             self._command_failed(error)
             raise BackendUnavailable(_describe(error)) from None
+        stats = self.stats
+        stats.sends += 1
+        stats.send_seconds += time.perf_counter() - started
         self._commands_ok_again()
         if seq is None:
             raise RoomNotFound(room_id)
@@ -517,6 +523,7 @@ class RedisHub:
 
     def _lost(self, room_id: str, feed: _Feed, detail: str) -> None:
         """This node cannot vouch for the room's next message: its streams resume."""
+        self.stats.rooms_lost += 1
         self._local.end_room(room_id, detail)
         feed.epoch = None
         feed.last = -1
@@ -545,6 +552,7 @@ class RedisHub:
                 self._wake.set()
                 delay = RECONNECT_MIN
                 if reconnect:
+                    self.stats.pubsub_reconnects += 1
                     log.info("pub/sub connection to Redis is back; resubscribed %d", len(feeds))
                 await self._read(conn, refill=set(feeds) if reconnect else set())
             except _FAILURES as error:
@@ -572,6 +580,8 @@ class RedisHub:
         while True:
             reply = await conn.read_response(timeout=math.inf)
             if reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                if self._ping_sent is not None:
+                    self.stats.ping_seconds = asyncio.get_running_loop().time() - self._ping_sent
                 self._ping_sent = None
                 continue
             if not isinstance(reply, list) or len(reply) < 3:
@@ -742,6 +752,7 @@ class RedisHub:
             await self._remove(room_id, field, user_id, name)
 
     def _command_failed(self, error: BaseException) -> None:
+        self.stats.errors += 1
         if self._commands_ok:
             log.warning("chat backend unavailable: %s", _describe(error))
             self._wake.set()  # retry at the short, unhealthy interval from now on

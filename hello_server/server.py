@@ -30,7 +30,7 @@ from hello_server.guard import Guard
 from hello_server.hub import HistoryLimits, Hub, LocalRooms, Member, RoomHub
 from hello_server.log_limits import MalformedRequestLog, RefusalLog
 from hello_server.loop_lag import LoopLag
-from hello_server.metrics import HubState, ServerMetrics
+from hello_server.metrics import BackendCollector, HubState, ServerMetrics
 from hello_server.reaper import StalledConnections
 from hello_server.service import ChatRoomService, encode_message, encode_presence
 from hello_server.transport import ServerTransport
@@ -179,6 +179,8 @@ class ChatServer:
                 on_health=self._backend_health,
                 as_presence=PresenceRecord,
             )
+            if self.metrics is not None:
+                self.metrics.register(BackendCollector(redis_hub.stats))
         try:
             port = self._serve_on(server)
             if self.metrics is not None and self.config.metrics_port is not None:

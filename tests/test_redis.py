@@ -40,6 +40,7 @@ from tests.support.calls import (
     send,
     unbatch,
 )
+from tests.support.metrics import scrape, value
 from tests.support.network import TcpProxy
 from tests.support.processes import server_process
 from tests.support.redis import EXTERNAL_URL, RedisServer, flush, redis_server
@@ -375,10 +376,15 @@ class TestFaults:
 
     @pytest.mark.skipif(bool(EXTERNAL_URL), reason="restarts its own redis-server")
     async def test_redis_restart_unavailable_then_recovery(self) -> None:
-        """Redis down: health NOT_SERVING, sends UNAVAILABLE; back: SERVING, clients rejoin."""
+        """Redis down: health NOT_SERVING, sends UNAVAILABLE; back: SERVING, clients rejoin.
+
+        The metrics count what happened: sends, failed commands, the
+        reconnection and the room whose streams had to resume.
+        """
         with own_redis() as store:
+            config = ServerConfig(port=0, redis_url=store.url, metrics_port=0)
             async with (
-                run_server(ServerConfig(port=0, redis_url=store.url)) as server,
+                run_server(config) as server,
                 open_channel(server.address, own_connection=True) as channel,
             ):
                 stub = hello_pb2_grpc.ChatRoomStub(channel)
@@ -388,6 +394,11 @@ class TestFaults:
                 member, headers = await acknowledged(stub, "Join", join("r", "alice"))
                 await send(stub, "r", "bob", "before")
                 await receive(member, 1)
+                samples = await scrape(server)
+                assert value(samples, "hello_redis_send_seconds_count") == 1
+                assert value(samples, "hello_redis_send_seconds_sum") > 0
+                assert value(samples, "hello_redis_errors_total") == 0
+                assert value(samples, "hello_redis_pubsub_reconnects_total") == 0
 
                 store.stop()
                 await health_becomes(watch, NOT_SERVING)
@@ -408,6 +419,11 @@ class TestFaults:
                 assert [m.message for m in await receive(again, 1)] == ["after"]
                 again.cancel()
                 watch.cancel()
+                samples = await scrape(server)
+                assert value(samples, "hello_redis_send_seconds_count") == 2
+                assert value(samples, "hello_redis_errors_total") >= 1  # at least the send
+                assert value(samples, "hello_redis_pubsub_reconnects_total") == 1
+                assert value(samples, "hello_redis_rooms_lost_total") == 1
 
     async def test_a_killed_server_stops_counting_and_never_stalls_the_others(
         self, shared: str
