@@ -64,12 +64,16 @@ SUPERVISOR_FD_OPTION = "--supervisor-fd"
 _READY = b"ready\n"
 
 
-def worker_command(args: Sequence[str], port: int, link_fd: int) -> list[str]:
+def worker_command(
+    args: Sequence[str], port: int, link_fd: int, metrics_port: int | None = None
+) -> list[str]:
     """The command line of one worker: the supervisor's own options, then the overrides.
 
     The overrides come last, and the last occurrence of an option wins, also
-    over its HELLO_* environment variable.
+    over its HELLO_* environment variable. ``metrics_port``: this worker's
+    own (each worker serves its own /metrics; see `worker_metrics_port`).
     """
+    metrics = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
     return [
         sys.executable,
         "-m",
@@ -79,9 +83,21 @@ def worker_command(args: Sequence[str], port: int, link_fd: int) -> list[str]:
         "1",
         "--port",
         str(port),
+        *metrics,
         SUPERVISOR_FD_OPTION,
         str(link_fd),
     ]
+
+
+def worker_metrics_port(configured: int | None, slot: int) -> int | None:
+    """Worker ``slot``'s metrics port: the configured one plus the slot (0: any free port).
+
+    Workers cannot share one metrics port (a scrape would reach one of them
+    at random), so each gets its own, and a restarted worker gets its slot's again.
+    """
+    if not configured:
+        return configured
+    return configured + slot
 
 
 def describe_exit(returncode: int) -> str:
@@ -208,7 +224,7 @@ class Supervisor:
         replaced: int | None = None  # the PID of the worker this one replaces
         while not self._stopping.is_set():
             try:
-                worker = await self._spawn(port)
+                worker = await self._spawn(port, slot)
             except OSError as error:  # no process or descriptor to spare, say
                 log.error("cannot start a worker: %s: stopping", error)
                 self._give_up(
@@ -273,12 +289,17 @@ class Supervisor:
         self._deaths.append(now)
         return float(FIRST_RESTART_DELAY_SECONDS * 2 ** (len(self._deaths) - 1))
 
-    async def _spawn(self, port: int) -> _Worker:
+    async def _spawn(self, port: int, slot: int) -> _Worker:
         mine, theirs = socket.socketpair()
         try:
             with theirs:
                 process = await asyncio.create_subprocess_exec(
-                    *worker_command(self._args, port, theirs.fileno()),
+                    *worker_command(
+                        self._args,
+                        port,
+                        theirs.fileno(),
+                        worker_metrics_port(self.config.metrics_port, slot),
+                    ),
                     stdin=subprocess.DEVNULL,
                     pass_fds=(theirs.fileno(),),
                     # Its own process group: a terminal's Ctrl-C goes to the

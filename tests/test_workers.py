@@ -19,7 +19,7 @@ import grpc
 import psutil
 import pytest
 
-from hello_server.workers import RESTART_LIMIT, RESTART_WINDOW_SECONDS
+from hello_server.workers import RESTART_LIMIT, RESTART_WINDOW_SECONDS, worker_metrics_port
 from tests.support import TIMEOUT
 from tests.support.calls import (
     final_status,
@@ -102,6 +102,21 @@ class TestStartup:
         assert not server.address.endswith(":0")
         assert log.count("hello-server ready on") == 1
         assert_no_traceback(log)
+
+    async def test_each_worker_serves_its_own_metrics(self, redis_url: str) -> None:
+        """--metrics-port with workers: one /metrics per worker, on ports of their own."""
+        with supervisor(redis_url, args=("--metrics-port", "0")) as server:
+            workers = workers_of(server)
+            lines = [line for line in server.log if "metrics on http://" in line]
+            await stop_and_check(server, workers)
+        pids = {int(m[1]) for line in lines if (m := re.search(r"\[(\d+)\]", line))}
+        assert pids == {worker.pid for worker in workers}
+        ports = {re.search(r":(\d+)/metrics", line)[1] for line in lines}  # type: ignore[index]
+        assert len(ports) == 2, lines
+        assert worker_metrics_port(9100, 0) == 9100
+        assert worker_metrics_port(9100, 1) == 9101  # a fixed port: the slot's own, restarts too
+        assert worker_metrics_port(0, 1) == 0
+        assert worker_metrics_port(None, 1) is None
 
     async def test_clients_are_spread_over_the_workers(self, redis_url: str) -> None:
         """Clients on separate connections are served, and by more than one worker."""
