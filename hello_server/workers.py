@@ -172,7 +172,13 @@ class Supervisor:
                 await _first_of(self._all_ready.wait(), self._stopping.wait())
                 if not self._stopping.is_set():
                     host = config.address.rsplit(":", 1)[0]
-                    log.info("hello-server ready on %s:%d (%d workers)", host, port, config.workers)
+                    log.info(
+                        "hello-server ready on %s:%d (%d workers; %s)",
+                        host,
+                        port,
+                        config.workers,
+                        config.security,
+                    )
                 await self._stopping.wait()
                 await asyncio.gather(*slots)
             finally:

@@ -95,7 +95,10 @@ class TestStartup:
             workers = workers_of(server)
             await served(server.address, "first")
             log = await stop_and_check(server, workers)
-        assert re.search(r"hello-server ready on 127\.0\.0\.1:\d+ \(3 workers\)$", before_ready[-1])
+        assert re.search(
+            r"hello-server ready on 127\.0\.0\.1:\d+ \(3 workers; plaintext; open: no authentication",
+            before_ready[-1],
+        )
         ready = [match for line in before_ready if (match := WORKER_READY.search(line))]
         assert sorted(int(match["pid"]) for match in ready) == sorted(w.pid for w in workers)
         assert {match["address"] for match in ready} == {server.address}
