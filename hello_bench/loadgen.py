@@ -27,6 +27,7 @@ the latency of an overloaded run would only measure how long it ran.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import signal
 import time
@@ -94,6 +95,9 @@ class FanoutLoad:
     text_bytes: int
     window: int  # deliveries owed to readers before senders wait
     drain_timeout: float
+    # >0: readers and senders share this many clients, each on its own
+    # connection (spread over a server's workers); 0: a client per reader.
+    connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,10 +254,23 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
     address = str(await _receive(conn, "start"))
     async with AsyncExitStack() as stack:
         joins = asyncio.Semaphore(JOIN_CONCURRENCY)
+        pool = []
+        for _ in range(load.connections):
+            pooled = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
+            stack.push_async_callback(pooled.close)
+            pool.append(pooled)
+        turn = itertools.count()
 
-        async def join(room: str, user: str) -> Subscription:
+        def client_for_next() -> ChatClient:
+            """The next pooled client in turn, or a new one without a pool."""
+            if pool:
+                return pool[next(turn) % len(pool)]
             client = ChatClient(address, batched=load.batched)
             stack.push_async_callback(client.close)
+            return client
+
+        async def join(room: str, user: str) -> Subscription:
+            client = client_for_next()
             async with joins:
                 subscription = await client.join(room, user, reconnect=None)
             stack.push_async_callback(subscription.close)
@@ -273,8 +290,7 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
         )
         senders: list[SendFunction] = []
         for _ in rooms:
-            client = ChatClient(address, batched=load.batched)
-            stack.push_async_callback(client.close)
+            client = client_for_next()
             if load.stream_send:
                 sender = StreamSender(client)
                 stack.push_async_callback(sender.close)
