@@ -371,7 +371,7 @@ def _fanout_row(record: FanoutRecord, records: Sequence[Record]) -> list[str]:
     if record.variant == "stalled" and (control := control_of(record, records)):
         healthy = _ratio(record.deliveries_per_s, control.deliveries_per_s)
         notes.append(f"healthy {healthy:.2f}x of control")
-    if record.redis_cpu_pct:
+    if record.redis_cpu_pct or "[redis" in record.target:
         notes.append(f"redis-server CPU {record.redis_cpu_pct:.0f}% of it")
     if record.evicted:
         notes.append(f"{record.evicted} evicted")
