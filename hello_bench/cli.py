@@ -5,6 +5,8 @@ baseline server, hello-server with Subscribe, and hello-server with Subscribe
 readers and StreamSender (SendStream) senders, in that order, each for a short
 fixed window; ``--rounds`` repeats the whole sequence (odd rounds in
 reverse order) so slow drifts in machine load hit every server alike.
+``--redis`` runs the Redis targets instead (scenarios.REDIS_TARGETS): the
+in-process server, then ``--redis`` with 1 worker and with ``--workers 2``.
 """
 
 from __future__ import annotations
