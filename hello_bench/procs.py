@@ -16,13 +16,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 # No psutil stubs in the dev extras: `ProcessStats` is the typed surface.
 import psutil
 
-READY = re.compile(r"ready on (?P<address>\S+)")
+from hello_bench.redis_server import redis_server
+
+# Not a worker's own "worker ready on": the supervisor's line, once all serve.
+READY = re.compile(r"(?<!worker )ready on (?P<address>\S+)")
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
@@ -40,8 +43,9 @@ class ServerProcess:
     kind: str
     address: str
     process: subprocess.Popen[str]
-    stats: ProcessStats
+    stats: ProcessStats  # the server, its workers and its redis-server, if any
     log: deque[str]
+    redis: ProcessStats | None = None  # the redis-server alone
 
 
 def _pump(stream: Iterator[str], lines: queue.Queue[str | None], log: deque[str]) -> None:
@@ -52,8 +56,26 @@ def _pump(stream: Iterator[str], lines: queue.Queue[str | None], log: deque[str]
 
 
 @contextmanager
-def running_server(kind: str, args: Sequence[str] = ()) -> Iterator[ServerProcess]:
-    """Start a ``kind`` server ("hello" or "baseline") with ``args``; stop it by PID on exit."""
+def running_server(
+    kind: str, args: Sequence[str] = (), redis_workers: int = 0
+) -> Iterator[ServerProcess]:
+    """Start a ``kind`` server ("hello" or "baseline") with ``args``; stop it by PID on exit.
+
+    With ``redis_workers``, hello-server runs ``--redis`` on a redis-server of
+    its own (started first, killed last) with ``--workers redis_workers``.
+    """
+    with ExitStack() as stack:
+        redis = None
+        if redis_workers:
+            store = stack.enter_context(redis_server())
+            args = (*args, "--redis", store.url, "--workers", str(redis_workers))
+            redis = ProcessStats(store.pid)
+        with _server(kind, args, redis) as server:
+            yield server
+
+
+@contextmanager
+def _server(kind: str, args: Sequence[str], redis: ProcessStats | None) -> Iterator[ServerProcess]:
     process = subprocess.Popen(
         [sys.executable, *_COMMANDS[kind], *args],
         stdin=subprocess.DEVNULL,
@@ -68,7 +90,9 @@ def running_server(kind: str, args: Sequence[str] = ()) -> Iterator[ServerProces
     try:
         pump.start()
         address = _await_ready(kind, lines, log)
-        yield ServerProcess(kind, address, process, ProcessStats(process.pid), log)
+        # After the ready line every worker exists: they are counted from here on.
+        stats = ProcessStats(process.pid, children=True, also=redis)
+        yield ServerProcess(kind, address, process, stats, log, redis)
     finally:
         stop_process(process)
         pump.join(STOP_TIMEOUT)  # EOF once the server is gone
@@ -101,16 +125,40 @@ def stop_process(process: subprocess.Popen[str]) -> None:
 
 
 class ProcessStats:
-    """CPU time and memory of one process, by PID."""
+    """CPU time and memory of one process by PID; with ``children``, of its children too.
 
-    def __init__(self, pid: int) -> None:
+    The children are those alive when this is made (a supervisor's workers,
+    once it is ready); ``also`` adds another process's figures (a redis-server).
+    """
+
+    def __init__(self, pid: int, *, children: bool = False, also: ProcessStats | None = None):
         self.pid = pid
-        self._process = psutil.Process(pid)
+        main = psutil.Process(pid)
+        self._processes = [main, *(main.children(recursive=True) if children else ())]
+        self._also = also
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        """Every process counted."""
+        also = self._also.pids if self._also else ()
+        return (*(process.pid for process in self._processes), *also)
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time so far, all threads."""
-        times = self._process.cpu_times()
-        return float(times.user + times.system)
+        """User plus system CPU time so far, all threads (0 for a process that has gone)."""
+        total = self._also.cpu_seconds() if self._also else 0.0
+        for process in self._processes:
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return float(total)
 
     def rss_bytes(self) -> int:
-        return int(self._process.memory_info().rss)
+        total = self._also.rss_bytes() if self._also else 0
+        for process in self._processes:
+            try:
+                total += process.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+        return int(total)

@@ -24,7 +24,14 @@ from rich.table import Table
 
 import hello_server
 from hello_bench.runner import FanoutRecord, IdleRecord, Settings
-from hello_bench.scenarios import BASELINE, HELLO_JOIN, HELLO_STREAMING, HELLO_SUBSCRIBE
+from hello_bench.scenarios import (
+    BASELINE,
+    HELLO_JOIN,
+    HELLO_STREAMING,
+    HELLO_SUBSCRIBE,
+    REDIS_ONE,
+    REDIS_TWO,
+)
 
 Record = FanoutRecord | IdleRecord
 
@@ -122,12 +129,30 @@ def plain_of(record: FanoutRecord, records: Iterable[Record]) -> FanoutRecord | 
     return None
 
 
-def _options_rows(records: Sequence[Record]) -> list[list[str]]:
-    """Each run with server options against the same run without them, and the medians."""
+def one_worker_of(record: FanoutRecord, records: Iterable[Record]) -> FanoutRecord | None:
+    """For a Redis run with 2 workers: the same run with 1 worker."""
+    if record.target != REDIS_TWO.label:
+        return None
+    for other in records:
+        if (
+            isinstance(other, FanoutRecord)
+            and other.target == REDIS_ONE.label
+            and (other.scenario, other.variant, other.round)
+            == (record.scenario, record.variant, record.round)
+        ):
+            return other
+    return None
+
+
+def _options_rows(
+    records: Sequence[Record],
+    counterpart: Callable[[FanoutRecord, Sequence[Record]], FanoutRecord | None] = plain_of,
+) -> list[list[str]]:
+    """Each run against its counterpart (without its options), and the medians."""
     rows = []
     ratios: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for record in records:
-        if not isinstance(record, FanoutRecord) or (plain := plain_of(record, records)) is None:
+        if not isinstance(record, FanoutRecord) or (plain := counterpart(record, records)) is None:
             continue
         throughput = _ratio(record.deliveries_per_s, plain.deliveries_per_s)
         per_cpu = _ratio(record.deliveries_per_cpu_s, plain.deliveries_per_cpu_s)
@@ -251,6 +276,30 @@ def check_targets(records: Sequence[Record]) -> list[TargetCheck]:
                 f"{most.delivered:,}/{most.streams:,} delivered",
                 most.delivered == most.streams if most.streams >= 20_000 else None,
             )
+    # Issue 9: the Redis backend's cost per delivery, and what a second worker adds.
+    for scenario in ("fanout", "bigroom"):
+        if one := _runs(records, scenario, REDIS_ONE.label):
+            pairs = [(r, p) for r in one if (p := plain_of(r, records)) is not None]
+            per_cpu = _median(
+                [_ratio(r.deliveries_per_cpu_s, p.deliveries_per_cpu_s) for r, p in pairs]
+            )
+            add(
+                f"{scenario} (redis, 1 worker): >= 0.6x in-process deliveries / server CPU-s",
+                f"{per_cpu:.2f}x",
+                per_cpu >= 0.6 if pairs else None,
+            )
+    for scenario in dict.fromkeys(r.scenario for r in _redis_two(records)):
+        two = _runs(records, scenario, REDIS_TWO.label)
+        pairs = [(r, o) for r in two if (o := one_worker_of(r, records)) is not None]
+        per_cpu = _median(
+            [_ratio(r.deliveries_per_cpu_s, o.deliveries_per_cpu_s) for r, o in pairs]
+        )
+        rate = _median([_ratio(r.deliveries_per_s, o.deliveries_per_s) for r, o in pairs])
+        add(
+            f"{scenario} (redis): 2 workers >= 0.9x 1 worker's deliveries / server CPU-s",
+            f"{per_cpu:.2f}x per CPU-s, {rate:.2f}x deliveries/s",
+            per_cpu >= 0.9 if pairs else None,
+        )
     fanout = [r for r in records if isinstance(r, FanoutRecord)]
     if fanout:
         lost = sum(r.lost for r in fanout)
@@ -261,6 +310,10 @@ def check_targets(records: Sequence[Record]) -> list[TargetCheck]:
             lost == 0 and duplicated == 0,
         )
     return checks
+
+
+def _redis_two(records: Sequence[Record]) -> list[FanoutRecord]:
+    return [r for r in records if isinstance(r, FanoutRecord) and r.target == REDIS_TWO.label]
 
 
 # -- output -----------------------------------------------------------------------------
@@ -318,6 +371,8 @@ def _fanout_row(record: FanoutRecord, records: Sequence[Record]) -> list[str]:
     if record.variant == "stalled" and (control := control_of(record, records)):
         healthy = _ratio(record.deliveries_per_s, control.deliveries_per_s)
         notes.append(f"healthy {healthy:.2f}x of control")
+    if record.redis_cpu_pct or "[redis" in record.target:
+        notes.append(f"redis-server CPU {record.redis_cpu_pct:.0f}% of it")
     if record.evicted:
         notes.append(f"{record.evicted} evicted")
     if record.send_errors:
@@ -384,10 +439,13 @@ def tables(records: Sequence[Record]) -> list[tuple[str, Sequence[str], list[lis
     if options := _options_rows(records):
         title = "Server options (ratios: x the same server and API without them, same round)"
         out.append((title, _OPTIONS_COLUMNS, options))
+    if scaling := _options_rows(records, one_worker_of):
+        title = "Redis workers (ratios: x the same run with 1 worker, same round)"
+        out.append((title, _OPTIONS_COLUMNS, scaling))
     if idle:
         out.append(("Idle streams", _IDLE_COLUMNS, idle))
     if checks:
-        out.append(("Issue 4 targets", ("target", "measured", "status"), checks))
+        out.append(("Targets (issues 4 and 9)", ("target", "measured", "status"), checks))
     return out
 
 
@@ -452,14 +510,19 @@ def _run_json(record: Record, records: Sequence[Record]) -> dict[str, object]:
             "server_rss_mb": _ratio(record.server_rss_mb, base.server_rss_mb),
             "load_cpu_pct": _ratio(record.load_cpu_pct, base.load_cpu_pct),
         }
-    plain = plain_of(record, records)
-    if plain is not None:
-        document["vs_without_options"] = {
-            "deliveries_per_s": _ratio(record.deliveries_per_s, plain.deliveries_per_s),
-            "deliveries_per_cpu_s": _ratio(record.deliveries_per_cpu_s, plain.deliveries_per_cpu_s),
-            "latency_p99_ms": _ratio(record.latency.p99_ms, plain.latency.p99_ms),
-            "server_cpu_pct": _ratio(record.server_cpu_pct, plain.server_cpu_pct),
-        }
+    for key, other in (
+        ("vs_without_options", plain_of(record, records)),
+        ("vs_one_worker", one_worker_of(record, records)),
+    ):
+        if other is not None:
+            document[key] = {
+                "deliveries_per_s": _ratio(record.deliveries_per_s, other.deliveries_per_s),
+                "deliveries_per_cpu_s": _ratio(
+                    record.deliveries_per_cpu_s, other.deliveries_per_cpu_s
+                ),
+                "latency_p99_ms": _ratio(record.latency.p99_ms, other.latency.p99_ms),
+                "server_cpu_pct": _ratio(record.server_cpu_pct, other.server_cpu_pct),
+            }
     return document
 
 

@@ -73,7 +73,9 @@ class FanoutRecord:
     load_cpu_pct: float
     # Deliveries per second of server CPU: what one full core would carry if the
     # server scaled linearly; less sensitive than deliveries/s to other load.
+    # Server CPU is every worker's and, for a Redis target, redis-server's.
     deliveries_per_cpu_s: float
+    redis_cpu_pct: float = 0.0  # redis-server's part of server_cpu_pct
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,10 @@ def _sleep_until(wall_time: float) -> None:
 @contextmanager
 def _server_and_child(target: Target, load: Load) -> Iterator[tuple[ServerProcess, _Child]]:
     # Both start (and import gRPC) at once; the child gets the address later.
-    with _load_child(load) as child, running_server(target.server, target.server_args) as server:
+    with (
+        _load_child(load) as child,
+        running_server(target.server, target.server_args, target.redis_workers) as server,
+    ):
         child.send("start", server.address)
         yield server, child
         child.process.join(CHILD_STOP_TIMEOUT)  # it closes its channels before the server goes
@@ -165,6 +170,7 @@ def run_fanout(
         text_bytes=scenario.text_bytes,
         window=settings.window,
         drain_timeout=settings.drain_timeout,
+        connections=target.connections,
     )
     with _server_and_child(target, load) as (server, child):
         child.expect("ready", type(None), SETUP_TIMEOUT)
@@ -172,10 +178,12 @@ def run_fanout(
         t1 = t0 + settings.duration
         child.send("go", (t0, t1))
         _sleep_until(t0)
+        redis_cpu = server.redis.cpu_seconds() if server.redis else 0.0
         server_cpu, load_cpu = server.stats.cpu_seconds(), child.stats.cpu_seconds()
         _sleep_until(t1)
         server_cpu = server.stats.cpu_seconds() - server_cpu
         load_cpu = child.stats.cpu_seconds() - load_cpu
+        redis_cpu = server.redis.cpu_seconds() - redis_cpu if server.redis else 0.0
         rss = server.stats.rss_bytes()
         outcome = child.expect(
             "result", FanoutOutcome, settings.drain_timeout + settings.duration + 30
@@ -202,6 +210,7 @@ def run_fanout(
         server_rss_mb=rss / 2**20,
         load_cpu_pct=100 * load_cpu / seconds,
         deliveries_per_cpu_s=outcome.deliveries_in_window / server_cpu if server_cpu else 0.0,
+        redis_cpu_pct=100 * redis_cpu / seconds,
     )
 
 

@@ -25,12 +25,26 @@ class Target:
     batched: bool  # True: Subscribe; False: plain Join
     stream_send: bool = False  # senders use StreamSender (SendStream) instead of SendMessage
     options: str = ""  # a `SERVER_OPTIONS` name: the server runs with those options
+    # >0: hello-server on a redis-server of the run's own, with --workers this many.
+    redis_workers: int = 0
+    # >0: readers and senders share this many clients, each on a connection of
+    # its own (so that SO_REUSEPORT spreads them over the workers); 0: one
+    # client per reader, which gRPC puts on one shared connection.
+    connections: int = 0
 
     @property
     def label(self) -> str:
         api = "subscribe" if self.batched else "join"
-        options = f" [{self.options}]" if self.options else ""
-        return f"{self.server} {api}{'+sendstream' if self.stream_send else ''}{options}"
+        conns = f", {self.connections} conns" if self.connections else ""
+        # The bracket names what differs from the same label without it
+        # (report.plain_of compares the two).
+        extras = [self.options] if self.options else []
+        if self.redis_workers == 1:
+            extras.append("redis")
+        elif self.redis_workers:
+            extras.append(f"redis, {self.redis_workers} workers")
+        bracket = f" [{', '.join(extras)}]" if extras else ""
+        return f"{self.server} {api}{'+sendstream' if self.stream_send else ''}{conns}{bracket}"
 
     @property
     def server_args(self) -> tuple[str, ...]:
@@ -53,6 +67,14 @@ TARGET_NAMES = {
     "subscribe": HELLO_SUBSCRIBE,
     "sendstream": HELLO_STREAMING,
 }
+
+# `hello-bench --redis`: the in-process server, then the Redis backend with one
+# worker and with two, all with the same clients on the same connections.
+REDIS_CONNECTIONS = 16
+HELLO_POOLED = Target("hello", batched=True, connections=REDIS_CONNECTIONS)
+REDIS_ONE = dataclasses.replace(HELLO_POOLED, redis_workers=1)
+REDIS_TWO = dataclasses.replace(HELLO_POOLED, redis_workers=2)
+REDIS_TARGETS = (HELLO_POOLED, REDIS_ONE, REDIS_TWO)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psutil
 from typer.testing import CliRunner
 
 from hello_bench import report
 from hello_bench.cli import _targets, app
+from hello_bench.procs import running_server
 from hello_bench.runner import Settings, run_fanout
-from hello_bench.scenarios import HELLO_SUBSCRIBE, FanoutScenario
+from hello_bench.scenarios import (
+    HELLO_POOLED,
+    HELLO_SUBSCRIBE,
+    REDIS_ONE,
+    REDIS_TARGETS,
+    REDIS_TWO,
+    FanoutScenario,
+)
 from hello_bench.send_path import MODES, measure
 
 
@@ -64,6 +73,45 @@ def test_server_options_run_next_to_the_plain_target_with_a_ratio() -> None:
     assert rows[0][1] == "hello subscribe [metrics]"
     assert rows[0][3].endswith("x")
     assert [t.label for t in _targets(["metrics"])][:2] == ["hello join", "hello join [metrics]"]
+
+
+def test_a_redis_target_counts_the_supervisor_every_worker_and_redis() -> None:
+    with running_server("hello", redis_workers=2) as server:
+        workers = psutil.Process(server.process.pid).children()
+        assert server.redis is not None
+        assert sorted(server.stats.pids) == sorted(
+            [server.process.pid, *(w.pid for w in workers), server.redis.pid]
+        )
+        assert len(workers) == 2
+
+
+def test_redis_targets_count_every_worker_and_redis_and_pair_the_runs() -> None:
+    """--redis: in-process, then 1 and 2 workers on a redis-server of the run's own."""
+    scenario = FanoutScenario("tiny", "1 room x 6 readers", rooms=1, readers=6, in_flight=4)
+    settings = Settings(duration=1.0, drain_timeout=5.0)
+    local, one, two = (
+        run_fanout(scenario, target, settings, 0, stalled=False)
+        for target in (HELLO_POOLED, REDIS_ONE, REDIS_TWO)
+    )
+    assert (one.target, two.target) == (
+        "hello subscribe, 16 conns [redis]",
+        "hello subscribe, 16 conns [redis, 2 workers]",
+    )
+    for record in (one, two):
+        assert (record.lost, record.duplicated, record.send_errors) == (0, 0, 0)
+        assert record.deliveries_per_s > 0
+        assert 0 < record.redis_cpu_pct < record.server_cpu_pct  # hello's CPU and Redis's
+    assert local.redis_cpu_pct == 0
+    records: list[report.Record] = [local, one, two]
+    assert report.plain_of(one, records) is local
+    assert report.one_worker_of(two, records) is one
+    titles = [title for title, _, _ in report.tables(records)]
+    assert any("1 worker" in title for title in titles)
+    assert [t.label for t in _targets([], REDIS_TARGETS)] == [
+        HELLO_POOLED.label,
+        REDIS_ONE.label,
+        REDIS_TWO.label,
+    ]
 
 
 async def test_send_path_measures_every_mode() -> None:

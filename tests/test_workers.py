@@ -2,8 +2,9 @@
 
 Every test runs the real command and watches real processes: the ready and
 log lines say when something happened, psutil says which processes exist.
-Rooms are not shared between workers here (each client uses its own room):
-that is the Redis backend's part, tested with it.
+The workers share a real redis-server (the session's, tests/support/redis.py).
+Most tests give each client a room of its own; `TestOneRoomOverWorkers` puts
+members on every worker into one room, and kills a worker under them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import grpc
 import psutil
 import pytest
 
+from hello_client import ChatClient
+from hello_client.backoff import ReconnectPolicy
+from hello_client.client import Subscription
+from hello_client.events import ChatMessage, PresenceChange, Reconnected, Reconnecting
 from hello_server.workers import RESTART_LIMIT, RESTART_WINDOW_SECONDS, worker_metrics_port
 from tests.support import TIMEOUT
 from tests.support.calls import (
@@ -30,6 +35,7 @@ from tests.support.calls import (
     send,
 )
 from tests.support.processes import ServerProcess, run_server_command, server_process
+from tests.support.redis import flush
 from tests.test_daemon import SHUTDOWN_DETAILS, STALL_ARGS, assert_no_traceback, stall_a_member
 
 WORKER_READY = re.compile(r"\[(?P<pid>\d+)\]: worker ready on (?P<address>\S+)")
@@ -39,8 +45,9 @@ CONNECTIONS = 16
 
 
 @pytest.fixture
-def redis_url(redis: str) -> str:
-    """The Redis the workers share: the suite's own redis-server, or HELLO_TEST_REDIS_URL."""
+async def redis_url(redis: str) -> str:
+    """The session's real Redis (tests/support/redis.py), emptied for this test."""
+    await flush(redis)
     return redis
 
 
@@ -259,4 +266,134 @@ class TestWorkerFailure:
         assert f"[{survivor.pid}]: worker stopped" in log
         assert gone(victim)
         assert gone(survivor)
+        assert_no_traceback(log)
+
+
+# A client of its own connection: without a local subchannel pool, gRPC would
+# put every ChatClient to one address on one shared connection (one worker).
+OWN_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
+# Rejoin at once after a lost stream: the test waits on the rejoin, not on backoff.
+PROMPT = ReconnectPolicy(first_delay=0.05, max_delay=0.5, give_up_seconds=TIMEOUT)
+
+
+class Reader:
+    """A member that reads the whole room, rejoining (since_seq + epoch) when its stream is lost."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.seqs: list[int] = []
+        self.texts: list[str] = []
+        self.lost_stream = 0  # Reconnecting events
+        self.rejoins: list[bool] = []  # Reconnected.recovered, one per rejoin
+        self.presence: list[tuple[str, bool]] = []
+
+    async def read(self, until: int) -> None:
+        while not self.seqs or self.seqs[-1] < until:
+            event = await self.subscription.next_event()
+            assert event is not None, "the stream ended"
+            if isinstance(event, ChatMessage):
+                self.seqs.append(event.seq)
+                self.texts.append(event.text)
+            elif isinstance(event, Reconnecting):
+                self.lost_stream += 1
+            elif isinstance(event, Reconnected):
+                self.rejoins.append(event.recovered)
+            elif isinstance(event, PresenceChange):
+                self.presence.append((event.user, event.joined))
+
+    async def watch(self, until: int, left: set[str]) -> None:
+        """Read past seq ``until`` and on until every user of ``left`` has LEFT."""
+        await self.read(until)
+        while not left <= {user for user, joined in self.presence if not joined}:
+            event = await self.subscription.next_event()
+            assert event is not None, "the stream ended"
+            if isinstance(event, PresenceChange):
+                self.presence.append((event.user, event.joined))
+
+
+async def serving_worker(server: ServerProcess, user: str) -> int:
+    """The PID of the worker whose log says ``user`` joined."""
+    line = await server.await_log(rf"\[\d+\]: {user} joined room")
+    match = re.search(r"\[(\d+)\]", line)
+    assert match is not None
+    return int(match[1])
+
+
+class TestOneRoomOverWorkers:
+    async def test_one_room_over_two_workers_survives_a_killed_worker(self, redis_url: str) -> None:
+        """Members on both workers: one order, each message once; kill -9 of one mid-flood.
+
+        The survivor's members never notice; the dead worker's members rejoin
+        (on the survivor or the restarted worker) with since_seq/epoch, are told
+        ``recovered`` and miss nothing; the dead worker's presence expires.
+        """
+        args = ("--log-level", "debug", "--presence-ttl", "1")
+        total, kill_after = 300, 100
+        with supervisor(redis_url, args=args) as server:
+            async with AsyncExitStack() as stack:
+                clients = []
+                for _ in range(CONNECTIONS + 1):
+                    client = ChatClient(server.address, channel_options=OWN_CONNECTION)
+                    stack.push_async_callback(client.close)
+                    clients.append(client)
+                talker, clients = clients[0], clients[1:]
+                # The talker watches the room's presence on its own connection.
+                watch = await talker.join("hall", "watcher", presence=True, reconnect=None)
+                stack.push_async_callback(watch.close)
+                readers, ghosts, worker_of = [], [], {}
+                for i, client in enumerate(clients):
+                    subscription = await client.join("hall", f"user-{i}", reconnect=PROMPT)
+                    stack.push_async_callback(subscription.close)
+                    readers.append(Reader(subscription))
+                    # A member that does not rejoin: its LEFT shows its worker's death.
+                    ghost = await client.join("hall", f"ghost-{i}", reconnect=None)
+                    stack.push_async_callback(ghost.close)
+                    ghosts.append(ghost)
+                for user in ["watcher"] + [
+                    f"{k}-{i}" for i in range(CONNECTIONS) for k in ("user", "ghost")
+                ]:
+                    worker_of[user] = await serving_worker(server, user)
+                survivor = worker_of["watcher"]
+                victims = {pid for pid in worker_of.values() if pid != survivor}
+                assert len(victims) == 1, f"every member is on worker {survivor}"
+                (victim,) = victims
+                moved = [r for i, r in enumerate(readers) if worker_of[f"user-{i}"] == victim]
+                stayed = [r for i, r in enumerate(readers) if worker_of[f"user-{i}"] == survivor]
+                dead_ghosts = {
+                    f"ghost-{i}" for i in range(CONNECTIONS) if worker_of[f"ghost-{i}"] == victim
+                }
+                assert moved
+                assert dead_ghosts
+
+                watcher = Reader(watch)
+                reading = [asyncio.create_task(r.read(total)) for r in readers]
+                watching = asyncio.create_task(watcher.watch(total, dead_ghosts))
+                async with asyncio.timeout(TIMEOUT):
+                    for n in range(1, total + 1):
+                        assert await talker.send("hall", "talker", f"m{n}") == n
+                        if n == kill_after:
+                            psutil.Process(victim).kill()  # mid-flood: deliveries in flight
+                    await asyncio.gather(*reading, watching)
+                members = {m.user: m.sessions for m in await talker.members("hall")}
+                await server.await_log(rf"worker \d+ is serving in place of {victim}")
+            log = await stop_and_check(server, workers_of(server))
+
+        expected = list(range(1, total + 1))
+        texts = [f"m{n}" for n in expected]
+        for reader in [watcher, *readers]:  # every seq once, in one order
+            assert reader.seqs == expected
+            assert reader.texts == texts
+        for reader in [watcher, *stayed]:  # the survivor's members never noticed
+            assert (reader.lost_stream, reader.rejoins) == (0, [])
+        for reader in moved:  # the dead worker's rejoined and were told nothing was lost
+            assert (reader.lost_stream, reader.rejoins) == (1, [True])
+        # The dead worker's sessions expired: its ghosts are gone, its readers
+        # count once (their new session), and nobody else left.
+        assert {user for user, joined in watcher.presence if not joined} == dead_ghosts
+        assert members == {
+            "watcher": 1,
+            **{f"user-{i}": 1 for i in range(CONNECTIONS)},
+            **{f"ghost-{i}": 1 for i in range(CONNECTIONS) if f"ghost-{i}" not in dead_ghosts},
+        }
+        assert f"worker {victim} was killed by SIGKILL" in log
         assert_no_traceback(log)
