@@ -39,6 +39,9 @@ from hello_bench.scenarios import (
 EXIT_FAILED_RUN = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# The window's senders see only the readers of their own load process, so
+# several load processes run only with the window in effect off.
+NO_WINDOW = 100_000_000
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -143,6 +146,15 @@ def bench(
     markdown: Annotated[
         bool, typer.Option(help="Print markdown tables (for docs) instead of a terminal table.")
     ] = False,
+    load_processes: Annotated[
+        int,
+        typer.Option(
+            help="Split each fan-out run's readers over this many load processes; the first "
+            f"also sends. Above 1 needs --window {NO_WINDOW} or more (the window is off).",
+            min=1,
+            max=8,
+        ),
+    ] = 1,
     only: Annotated[
         list[str] | None,
         typer.Option(
@@ -172,6 +184,13 @@ def bench(
     if redis and only:
         typer.echo("hello-bench: error: --redis runs its own targets; drop --target", err=True)
         raise typer.Exit(EXIT_USAGE)
+    if load_processes > 1 and window < NO_WINDOW:
+        typer.echo(
+            f"hello-bench: error: --load-processes above 1 cannot enforce the delivery window "
+            f"(the sending process sees only its own readers); add --window {NO_WINDOW}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
     offered: tuple[Target, ...] = REDIS_TARGETS if redis else TARGETS
     chosen = tuple(t for t in offered if not only or t in {TARGET_NAMES[n] for n in only})
     settings = Settings(
@@ -180,6 +199,7 @@ def bench(
         in_flight=in_flight,
         drain_timeout=drain_timeout,
         idle_streams=idle_streams,
+        load_processes=load_processes,
     )
     signal.signal(signal.SIGTERM, _terminate)
     progress = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)

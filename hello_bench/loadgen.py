@@ -1,12 +1,17 @@
 """The load generator: a child process that drives the server through `ChatClient`.
 
 One child process per run and one event loop in it: it holds every reader and
-every sender of the run, leaving the machine's other core to the server. The
-parent (`hello_bench.runner`) steers it over a multiprocessing pipe; each step
-waits for the previous one, and every wait is bounded by the parent:
+every sender of the run, leaving the machine's other core to the server. A
+fan-out run may instead split its readers over several children (``shares``):
+child 0 also holds the senders, the others only read. The parent
+(`hello_bench.runner`) steers each over a multiprocessing pipe; each step waits
+for the previous one, and every wait is bounded by the parent:
 
     fanout:  parent ("start", address)  child ("ready", None)   readers joined
-             parent ("go", (t0, t1))    child ("result", FanoutOutcome)
+             parent ("go", (t0, t1))    the same t0, t1 to every child
+             child 0 ("sent", Issued)   sending over: what each room issued
+             parent ("sent", Issued)    forwarded to the other children
+             child ("result", FanoutOutcome)
     idle:    parent ("start", address)  child ("ready", Latency)   unloaded probe
              parent ("hold", None)      child ("held", seconds)    N streams joined
              parent ("check", None)     child ("result", IdleOutcome)
@@ -21,7 +26,9 @@ Senders keep ``in_flight`` sends going per room, but wait while ``window``
 deliveries (messages sent times healthy readers, less those read) are owed to
 the readers: SendMessage returns once a message is queued, so without this a
 server that accepts faster than it delivers would queue until it evicts, and
-the latency of an overloaded run would only measure how long it ran.
+the latency of an overloaded run would only measure how long it ran. Child 0
+sees only its own readers, so with several children the window counts those
+alone; the CLI therefore allows several only with the window off.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ DRAIN_POLL = 0.02  # seconds between checks that every reader has everything
 
 _T = TypeVar("_T")
 SendFunction = Callable[[str, str, str], Awaitable[int]]  # (room, user, text) -> seq
+Issued = list[tuple[int, list[int]]]  # per room: counters issued, counters whose send failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,21 +111,51 @@ class FanoutLoad:
     # >0: readers and senders share this many clients, each on its own
     # connection (spread over a server's workers); 0: a client per reader.
     connections: int = 0
+    # This child holds readers i of each room with i % shares == share; child 0
+    # also holds the senders.
+    share: int = 0
+    shares: int = 1
 
 
 @dataclass(frozen=True, slots=True)
 class FanoutOutcome:
+    """One child's counts; `merge` adds up those of a run's children."""
+
     deliveries_in_window: int  # received between t0 and t1
     deliveries: int  # received in all, drain included
     sends: int  # accepted SendMessage calls
     send_errors: int
-    latency: Latency  # send to receipt, every delivery
-    send_rpc: Latency  # SendMessage call time: a blocked sender shows here
+    latency_ns: array[int]  # send to receipt, every delivery
+    send_rpc_ns: array[int]  # SendMessage call time: a blocked sender shows here
     lost: int
     duplicated: int
     evicted: int  # healthy readers whose stream ended early
     window_waits: int  # times a sender waited for the readers to catch up
     drain_seconds: float
+
+    @classmethod
+    def merge(cls, outcomes: Sequence[FanoutOutcome]) -> FanoutOutcome:
+        def total(name: str) -> int:
+            return sum(cast(int, getattr(o, name)) for o in outcomes)
+
+        latency_ns: array[int] = array("q")
+        send_rpc_ns: array[int] = array("q")
+        for outcome in outcomes:
+            latency_ns.extend(outcome.latency_ns)
+            send_rpc_ns.extend(outcome.send_rpc_ns)
+        return cls(
+            deliveries_in_window=total("deliveries_in_window"),
+            deliveries=total("deliveries"),
+            sends=total("sends"),
+            send_errors=total("send_errors"),
+            latency_ns=latency_ns,
+            send_rpc_ns=send_rpc_ns,
+            lost=total("lost"),
+            duplicated=total("duplicated"),
+            evicted=total("evicted"),
+            window_waits=total("window_waits"),
+            drain_seconds=max(o.drain_seconds for o in outcomes),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +300,9 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
         # Readers on their own connections: a given number spread over the
         # workers (SO_REUSEPORT spreads connections), else as few as the
         # server's per-connection stream cap allows.
-        streams = load.rooms * (load.readers + load.stalled)
+        mine = range(load.share, load.readers, load.shares)
+        stalled = range(load.share, load.stalled, load.shares)
+        streams = load.rooms * (len(mine) + len(stalled))
         count = load.connections or max(1, math.ceil(streams / READERS_PER_CONNECTION))
         pool = [
             ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
@@ -279,30 +319,25 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
             stack.push_async_callback(subscription.close)
             return subscription
 
-        rooms = [_Room(f"room-{r}", load.readers) for r in range(load.rooms)]
+        rooms = [_Room(f"room-{r}", len(mine)) for r in range(load.rooms)]
         readers = await asyncio.gather(
-            *(
-                _wrap_reader(room, join(room.name, f"reader-{i}"))
-                for room in rooms
-                for i in range(load.readers)
-            )
+            *(_wrap_reader(room, join(room.name, f"reader-{i}")) for room in rooms for i in mine)
         )
         # Stalled readers join and never read: their streams back up in the server.
-        await asyncio.gather(
-            *(join(room.name, f"stalled-{i}") for room in rooms for i in range(load.stalled))
-        )
+        await asyncio.gather(*(join(room.name, f"stalled-{i}") for room in rooms for i in stalled))
         senders: list[SendFunction] = []
-        client = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
-        stack.push_async_callback(client.close)
-        for _ in rooms:
-            if load.connections:  # senders spread over the workers too
-                client = pool[next(turn) % len(pool)]
-            if load.stream_send:
-                sender = StreamSender(client)
-                stack.push_async_callback(sender.close)
-                senders.append(sender.send)
-            else:
-                senders.append(client.send)
+        if load.share == 0:
+            client = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
+            stack.push_async_callback(client.close)
+            for _ in rooms:
+                if load.connections:  # senders spread over the workers too
+                    client = pool[next(turn) % len(pool)]
+                if load.stream_send:
+                    sender = StreamSender(client)
+                    stack.push_async_callback(sender.close)
+                    senders.append(sender.send)
+                else:
+                    senders.append(client.send)
         conn.send(("ready", None))
 
         t0, t1 = cast(tuple[float, float], await _receive(conn, "go"))
@@ -312,13 +347,19 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
         flow = _Flow(load.window)
         reading = [asyncio.create_task(_read(r, t1_ns, flow, latencies)) for r in readers]
         await asyncio.sleep(max(0.0, t0 - time.time()))
-        await asyncio.gather(
-            *(
-                _send(send, room, flow, load.text_bytes, t1_ns, rpc_ns)
-                for room, send in zip(rooms, senders, strict=True)
-                for _ in range(load.in_flight)
+        if load.share == 0:
+            await asyncio.gather(
+                *(
+                    _send(send, room, flow, load.text_bytes, t1_ns, rpc_ns)
+                    for room, send in zip(rooms, senders, strict=True)
+                    for _ in range(load.in_flight)
+                )
             )
-        )
+            conn.send(("sent", [(room.issued, room.failed) for room in rooms]))
+        else:  # the readers learn from child 0, through the parent, what was sent
+            issued = cast(Issued, await _receive(conn, "sent"))
+            for room, (count, failed) in zip(rooms, issued, strict=True):
+                room.issued, room.failed = count, failed
         drain_start = time.monotonic()
         for _ in range(math.ceil(load.drain_timeout / DRAIN_POLL)):
             if all(r.ended or r.received >= r.room.issued - len(r.room.failed) for r in readers):
@@ -329,6 +370,7 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
             task.cancel()
         await asyncio.gather(*reading, return_exceptions=True)
 
+    sent = rooms if load.share == 0 else []  # the others know the same rooms from child 0
     lost = duplicated = 0
     for reader in readers:
         room = reader.room
@@ -342,10 +384,10 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
             FanoutOutcome(
                 deliveries_in_window=sum(r.in_window for r in readers),
                 deliveries=sum(r.received for r in readers),
-                sends=sum(room.issued - len(room.failed) for room in rooms),
-                send_errors=sum(len(room.failed) for room in rooms),
-                latency=Latency.of(latencies),
-                send_rpc=Latency.of(rpc_ns),
+                sends=sum(room.issued - len(room.failed) for room in sent),
+                send_errors=sum(len(room.failed) for room in sent),
+                latency_ns=latencies,
+                send_rpc_ns=rpc_ns,
                 lost=lost,
                 duplicated=duplicated,
                 evicted=sum(r.ended for r in readers),

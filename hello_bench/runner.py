@@ -1,18 +1,20 @@
 """One measured run: a fresh server, a load-generator child, the figures.
 
 The parent does no load itself: it starts the server (`hello_bench.procs`) and
-the load child (`hello_bench.loadgen`) side by side, tells the child when to
-send, samples both processes' CPU time over exactly that window with psutil,
-and collects the child's counts. Both children are stopped by their PIDs on
-the way out, whatever happened.
+the load children (`hello_bench.loadgen`: one, or ``load_processes`` sharing a
+fan-out's readers) side by side, tells them when to send, samples the server's
+and the load children's CPU time over exactly that window with psutil, and
+merges the children's counts. Every child is stopped by its PID on the way out,
+whatever happened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -47,6 +49,7 @@ class Settings:
     drain_timeout: float = 15.0
     idle_streams: int = 2000
     probes: int = 100
+    load_processes: int = 1  # fan-out load children sharing the readers; child 0 sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,15 +148,24 @@ def _sleep_until(wall_time: float) -> None:
 
 
 @contextmanager
-def _server_and_child(target: Target, load: Load) -> Iterator[tuple[ServerProcess, _Child]]:
-    # Both start (and import gRPC) at once; the child gets the address later.
-    with (
-        _load_child(load) as child,
-        running_server(target.server, target.server_args, target.redis_workers) as server,
-    ):
-        child.send("start", server.address)
-        yield server, child
-        child.process.join(CHILD_STOP_TIMEOUT)  # it closes its channels before the server goes
+def _server_and_children(
+    target: Target, loads: list[Load]
+) -> Iterator[tuple[ServerProcess, list[_Child]]]:
+    # All start (and import gRPC) at once; the children get the address later.
+    with ExitStack() as stack:
+        children = [stack.enter_context(_load_child(load)) for load in loads]
+        server = stack.enter_context(
+            running_server(target.server, target.server_args, target.redis_workers)
+        )
+        for child in children:
+            child.send("start", server.address)
+        yield server, children
+        for child in children:  # they close their channels before the server goes
+            child.process.join(CHILD_STOP_TIMEOUT)
+
+
+def _load_cpu_seconds(children: list[_Child]) -> float:
+    return sum(child.stats.cpu_seconds() for child in children)
 
 
 def run_fanout(
@@ -171,22 +183,34 @@ def run_fanout(
         window=settings.window,
         drain_timeout=settings.drain_timeout,
         connections=target.connections,
+        shares=settings.load_processes,
     )
-    with _server_and_child(target, load) as (server, child):
-        child.expect("ready", type(None), SETUP_TIMEOUT)
+    loads: list[Load] = [
+        dataclasses.replace(load, share=share) for share in range(settings.load_processes)
+    ]
+    with _server_and_children(target, loads) as (server, children):
+        for child in children:
+            child.expect("ready", type(None), SETUP_TIMEOUT)
         t0 = time.time() + LEAD_IN
         t1 = t0 + settings.duration
-        child.send("go", (t0, t1))
+        for child in children:
+            child.send("go", (t0, t1))
         _sleep_until(t0)
         redis_cpu = server.redis.cpu_seconds() if server.redis else 0.0
-        server_cpu, load_cpu = server.stats.cpu_seconds(), child.stats.cpu_seconds()
+        server_cpu, load_cpu = server.stats.cpu_seconds(), _load_cpu_seconds(children)
         _sleep_until(t1)
         server_cpu = server.stats.cpu_seconds() - server_cpu
-        load_cpu = child.stats.cpu_seconds() - load_cpu
+        load_cpu = _load_cpu_seconds(children) - load_cpu
         redis_cpu = server.redis.cpu_seconds() - redis_cpu if server.redis else 0.0
         rss = server.stats.rss_bytes()
-        outcome = child.expect(
-            "result", FanoutOutcome, settings.drain_timeout + settings.duration + 30
+        issued = children[0].expect("sent", list, settings.duration + 30)
+        for child in children[1:]:
+            child.send("sent", issued)
+        outcome = FanoutOutcome.merge(
+            [
+                child.expect("result", FanoutOutcome, settings.drain_timeout + 30)
+                for child in children
+            ]
         )
     seconds = settings.duration
     variant = "" if not scenario.stalled else ("stalled" if stalled else "control")
@@ -198,8 +222,8 @@ def run_fanout(
         seconds=seconds,
         deliveries_per_s=outcome.deliveries_in_window / seconds,
         sends_per_s=outcome.sends / seconds,
-        latency=outcome.latency,
-        send_rpc=outcome.send_rpc,
+        latency=Latency.of(outcome.latency_ns),
+        send_rpc=Latency.of(outcome.send_rpc_ns),
         lost=outcome.lost,
         duplicated=outcome.duplicated,
         evicted=outcome.evicted,
@@ -222,7 +246,7 @@ def run_idle(scenario: IdleScenario, target: Target, settings: Settings, round_:
         room_size=scenario.room_size,
         probes=settings.probes,
     )
-    with _server_and_child(target, load) as (server, child):
+    with _server_and_children(target, [load]) as (server, (child,)):
         child.expect("ready", Latency, SETUP_TIMEOUT)
         time.sleep(0.5)
         before = server.stats.rss_bytes()

@@ -9,7 +9,7 @@ import psutil
 from typer.testing import CliRunner
 
 from hello_bench import report
-from hello_bench.cli import _targets, app
+from hello_bench.cli import NO_WINDOW, _targets, app
 from hello_bench.procs import running_server
 from hello_bench.runner import Settings, run_fanout
 from hello_bench.scenarios import (
@@ -46,6 +46,28 @@ def test_tiny_fanout_reports_every_figure(tmp_path: Path) -> None:
         assert field in run
     assert run["latency"]["p99_ms"] > 0
     assert "| tiny | hello subscribe |" in report.markdown([record])
+
+
+def test_readers_split_over_two_load_processes_get_every_message() -> None:
+    scenario = FanoutScenario("tiny", "1 room x 5 readers", rooms=1, readers=5, in_flight=4)
+    settings = Settings(duration=1.0, drain_timeout=5.0, window=NO_WINDOW, load_processes=2)
+    record = run_fanout(scenario, HELLO_SUBSCRIBE, settings, 0, stalled=False)
+
+    sends = round(record.sends_per_s * record.seconds)
+    assert sends > 0
+    assert record.lost == 0
+    assert record.duplicated == 0
+    assert record.evicted == 0
+    assert record.latency.count == 5 * sends  # every reader of both processes, every message
+    assert record.load_cpu_pct > 0
+
+
+def test_several_load_processes_need_the_window_off(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["bigroom", "--load-processes", "2", "--json-out", str(tmp_path / "r.json")]
+    )
+    assert result.exit_code == 2
+    assert "error: --load-processes above 1 cannot enforce the delivery window" in result.output
 
 
 def test_unknown_scenario_is_a_usage_error(tmp_path: Path) -> None:
