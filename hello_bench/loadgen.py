@@ -327,11 +327,12 @@ async def _fanout(conn: Connection, load: FanoutLoad) -> None:
         await asyncio.gather(*(join(room.name, f"stalled-{i}") for room in rooms for i in stalled))
         senders: list[SendFunction] = []
         if load.share == 0:
-            client = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
-            stack.push_async_callback(client.close)
+            if not load.connections:  # the senders' own connection, apart from the readers'
+                own = ChatClient(address, batched=load.batched, channel_options=OWN_CONNECTION)
+                stack.push_async_callback(own.close)
             for _ in rooms:
-                if load.connections:  # senders spread over the workers too
-                    client = pool[next(turn) % len(pool)]
+                # With a given connection count, senders spread over the workers too.
+                client = pool[next(turn) % len(pool)] if load.connections else own
                 if load.stream_send:
                     sender = StreamSender(client)
                     stack.push_async_callback(sender.close)
