@@ -301,7 +301,8 @@ class ServerMetrics:
 class BackendStats:
     """What the shared (Redis) backend counts for the metrics, since the server started."""
 
-    sends: int = 0  # send scripts answered
+    sends: int = 0  # send scripts answered (each a batch of one room's messages)
+    sent: int = 0  # messages those scripts accepted
     send_seconds: float = 0.0  # their round trips, added up
     errors: int = 0  # commands that failed: Redis unreachable, timed out or refusing
     pubsub_reconnects: int = 0
@@ -319,9 +320,14 @@ class BackendCollector:
         stats = self._stats
         yield SummaryMetricFamily(
             "hello_redis_send_seconds",
-            "Round trips of the send script (one per accepted message).",
+            "Round trips of the send script (one per batch of a room's messages).",
             count_value=stats.sends,
             sum_value=stats.send_seconds,
+        )
+        yield CounterMetricFamily(
+            "hello_redis_sent_messages",
+            "Messages accepted by the send script (divided by its count: the mean batch).",
+            value=stats.sent,
         )
         yield CounterMetricFamily(
             "hello_redis_errors", "Redis commands that failed.", value=stats.errors

@@ -7,9 +7,13 @@ fan-out engine only (mailboxes, bounds, eviction, memory budgets, presence
 watchers): it keeps no history and announces nothing itself.
 
 A message is accepted by one script (room live? seq, history, PUBLISH), so
-every node sees one order per room. Each node holds one pub/sub connection,
-subscribed to the channel of every room it has members in, and puts each
-payload, as the same bytes, into its members' mailboxes.
+every node sees one order per room. The sends a node gets for a room while
+its previous script for that room is in flight go together in the next one
+(one round trip, one pub/sub message for all of them): under load a busy
+room's cost per message falls with the batch, and an idle room's message
+goes at once. Each node holds one pub/sub connection, subscribed to the
+channel of every room it has members in, and puts each payload, as the same
+bytes, into its members' mailboxes.
 
 Per room the node tracks the last seq it fanned out (`_Feed.last`). Pub/sub
 is at most once: a seq jump, or a reconnection, makes the node refill the gap
@@ -74,6 +78,10 @@ MAX_CONNECTIONS = 32
 # fix its position; past it the room's streams end with UNAVAILABLE instead
 # of buffering without bound.
 MAX_HELD = 10_000
+# The most messages (and bytes of them) one send script takes; more wait for
+# the next. Bounds the script's run (Redis runs nothing else meanwhile).
+MAX_BATCH = 256
+MAX_BATCH_BYTES = 1 << 20
 # Pub/sub reconnection backoff, and how often an unhealthy node retries Redis.
 # The pub/sub connection is PINGed this often; one unanswered this long hangs.
 PUBSUB_PING_INTERVAL = 1.0
@@ -120,6 +128,16 @@ class _Feed:
         # join in flight across a reset cannot know what it missed, so it
         # fails UNAVAILABLE and the client retries.
         self.generation = 0
+
+
+class _Outbox:
+    """A room's sends waiting for this node's next send script."""
+
+    __slots__ = ("running", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: collections.deque[tuple[bytes, asyncio.Future[int]]] = collections.deque()
+        self.running = False  # a task is sending this room's batches
 
 
 class RedisHub:
@@ -173,6 +191,7 @@ class RedisHub:
         self._members = self._redis.register_script(scripts.MEMBERS)
         self._fetch = self._redis.register_script(scripts.FETCH)
         self._feeds: dict[str, _Feed] = {}
+        self._outboxes: dict[str, _Outbox] = {}
         self._rooms_by_channel: dict[bytes, str] = {}
         # This node's sessions in Redis, by member id: (room, session field).
         self._sessions: dict[int, tuple[str, str, str]] = {}
@@ -339,28 +358,79 @@ class RedisHub:
         await self._settled(room_id)
         now = time.time_ns()
         unnumbered = self._encode(Envelope(room_id, sender_id, text, 0, now, name))
+        outbox = self._outboxes.get(room_id)
+        if outbox is None:
+            outbox = self._outboxes[room_id] = _Outbox()
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        outbox.waiting.append((unnumbered, accepted))
+        if not outbox.running:
+            outbox.running = True
+            self._spawn(self._send_batches(room_id, outbox))
+        # Cancelled before its batch goes, the message is not sent; after, it is.
+        seq = await accepted
+        return Envelope(room_id, sender_id, text, seq, now, name)
+
+    async def _send_batches(self, room_id: str, outbox: _Outbox) -> None:
+        """Run the send script for ``room_id``'s waiting messages, a batch at a time, in order."""
+        keys = scripts.room_keys(room_id)[:2]
         history = self._history
-        started = time.perf_counter()
+        head = [history.max_messages, history.max_bytes, scripts.channel(room_id)]
+        waiting = outbox.waiting
+        futures: list[asyncio.Future[int]] = []
         try:
-            seq = await self._send(
-                keys=scripts.room_keys(room_id)[:2],
-                args=[
-                    unnumbered,
-                    history.max_messages,
-                    history.max_bytes,
-                    scripts.channel(room_id),
-                ],
-            )
+            while waiting:
+                payloads: list[bytes] = []
+                futures = []
+                size = 0
+                while waiting and len(payloads) < MAX_BATCH and size < MAX_BATCH_BYTES:
+                    payload, accepted = waiting.popleft()
+                    if not accepted.done():  # its caller gave up (cancelled)
+                        payloads.append(payload)
+                        futures.append(accepted)
+                        size += len(payload)
+                if payloads:
+                    await self._send_batch(room_id, keys, head, payloads, futures)
+        finally:
+            # Left unanswered only by a bug or a cancellation: no caller waits forever.
+            futures += [accepted for _, accepted in waiting]
+            waiting.clear()
+            for accepted in futures:
+                if not accepted.done():
+                    accepted.set_exception(BackendUnavailable("the send was interrupted"))
+            outbox.running = False
+            if self._outboxes.get(room_id) is outbox:
+                del self._outboxes[room_id]
+
+    async def _send_batch(
+        self,
+        room_id: str,
+        keys: list[str],
+        head: list[Any],
+        payloads: list[bytes],
+        futures: list[asyncio.Future[int]],
+    ) -> None:
+        started = time.perf_counter()
+        failure: Exception
+        try:
+            first = await self._send(keys=keys, args=[*head, *payloads])
         except _FAILURES as error:
             self._command_failed(error)
-            raise BackendUnavailable(_describe(error)) from None
-        stats = self.stats
-        stats.sends += 1
-        stats.send_seconds += time.perf_counter() - started
-        self._commands_ok_again()
-        if seq is None:
-            raise RoomNotFound(room_id)
-        return Envelope(room_id, sender_id, text, int(seq), now, name)
+            failure = BackendUnavailable(_describe(error))
+        else:
+            stats = self.stats
+            stats.sends += 1
+            stats.sent += len(payloads)
+            stats.send_seconds += time.perf_counter() - started
+            self._commands_ok_again()
+            if first is not None:
+                for seq, accepted in enumerate(futures, int(first)):
+                    if not accepted.done():
+                        accepted.set_result(seq)
+                return
+            failure = RoomNotFound(room_id)
+        for accepted in futures:
+            if not accepted.done():
+                accepted.set_exception(failure)
 
     async def presence(self, room_id: str) -> list[Presence]:
         await self._settled(room_id)
@@ -468,26 +538,40 @@ class RedisHub:
         epoch = data[1 : 1 + scripts.EPOCH_CHARS].decode()
         newline = data.index(b"\n", 1 + scripts.EPOCH_CHARS)
         head = data[1 + scripts.EPOCH_CHARS : newline]
-        body = data[newline + 1 :]
         if kind == b"p":
             if epoch == feed.epoch:
-                self._local.tell_watchers(room_id, self._as_presence(body), head.decode())
+                self._local.tell_watchers(
+                    room_id, self._as_presence(data[newline + 1 :]), head.decode()
+                )
             return
-        seq = int(head)
         if feed.epoch is not None and epoch != feed.epoch:
             self._lost(room_id, feed, "the room was reset in the chat backend; rejoin")
+        # A batch: "<first seq> <size> <size>...", then the payloads back to back.
+        first, *sizes = head.split(b" ")
+        seq = int(first)
+        start = newline + 1
+        for size in sizes:
+            end = start + int(size)
+            if not self._on_live(room_id, feed, seq, data[start:end]):
+                return
+            seq += 1
+            start = end
+
+    def _on_live(self, room_id: str, feed: _Feed, seq: int, body: bytes) -> bool:
+        """Fan out, hold or drop one live message; False if the room's streams were lost."""
         if feed.last < 0 or feed.refilling or seq > feed.last + 1:
             if seq > feed.last:
                 feed.held[seq] = body
             if len(feed.held) > MAX_HELD:
                 self._lost(room_id, feed, _MISSED)
-                return
+                return False
             self._drain(room_id, feed)
         elif seq == feed.last + 1:
             self._fan(room_id, feed, seq, body)
             if feed.held:
                 self._drain(room_id, feed)
         # else: seq <= last, already fanned out (a refill got it first)
+        return True
 
     async def _refill(self, room_id: str, feed: _Feed) -> None:
         """Fetch what this node missed of the room from its history, in order."""

@@ -11,8 +11,10 @@ touches one Redis Cluster slot. Per room:
 - ``hello:{room}:names`` hash: user id -> ``"<since ns>|<name>"``;
 - ``hello:{room}:nodes`` hash: ``"<node>\\0<member>"`` -> user id: who holds
   each session, so that a dead node's sessions can be removed (swept);
-- channel ``hello:{room}:chan``: ``m<epoch><seq>\\n<payload>`` for a message,
-  ``p<epoch><user>\\n<record>`` for a presence event.
+- channel ``hello:{room}:chan``: ``m<epoch><first seq> <size> <size>...\\n``
+  and the payloads one after another for a batch of messages (seqs
+  ``first``, ``first + 1``...), ``p<epoch><user>\\n<record>`` for a presence
+  event.
 
 Per node (not per room): ``hello:nodes``, a sorted set of node -> expiry
 (ms since the epoch, refreshed by the node's heartbeat), and
@@ -85,27 +87,36 @@ if lo <= seq then entries = redis.call('LRANGE', hist, lo - seq - 1, -1) end
 return {epoch, seq, first, entries}
 """
 
-# ARGV: the encoded message without its seq, history count bound, history
-# byte bound, channel. Nil if nobody anywhere is in the room; else the seq.
-# The seq is appended as protobuf field 5 (tag 0x28, a varint): a parser
-# takes fields in any order, so members get what the in-process hub sends.
+# ARGV: history count bound, history byte bound, channel, then one or more
+# encoded messages without their seq (a batch of one room's sends, in order).
+# Nil if nobody anywhere is in the room; else the first message's seq (the
+# others follow on). Each seq is appended as protobuf field 5 (tag 0x28, a
+# varint): a parser takes fields in any order, so members get what the
+# in-process hub sends. One PUBLISH carries the whole batch.
 SEND = """
 local meta, hist = KEYS[1], KEYS[2]
 local state = redis.call('HMGET', meta, 'sessions', 'epoch')
 if not state[1] or tonumber(state[1]) <= 0 then return false end
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-local parts = {ARGV[1], '\\40'}
-local n = seq
-while n >= 128 do
-  parts[#parts + 1] = string.char(n % 128 + 128)
-  n = math.floor(n / 128)
+local count = #ARGV - 3
+local first = redis.call('HINCRBY', meta, 'seq', count) - count + 1
+local payloads, sizes, added = {}, {}, 0
+for i = 1, count do
+  local parts = {ARGV[i + 3], '\\40'}
+  local n = first + i - 1
+  while n >= 128 do
+    parts[#parts + 1] = string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  parts[#parts + 1] = string.char(n)
+  local payload = table.concat(parts)
+  payloads[i] = payload
+  sizes[i] = #payload
+  added = added + #payload
 end
-parts[#parts + 1] = string.char(n)
-local payload = table.concat(parts)
-local max_count, max_bytes = tonumber(ARGV[2]), tonumber(ARGV[3])
+local max_count, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 if max_count > 0 then
-  redis.call('RPUSH', hist, payload)
-  local bytes = redis.call('HINCRBY', meta, 'bytes', #payload)
+  redis.call('RPUSH', hist, unpack(payloads))
+  local bytes = redis.call('HINCRBY', meta, 'bytes', added)
   local kept = redis.call('LLEN', hist)
   while kept > 0 and (kept > max_count or bytes > max_bytes) do
     local old = redis.call('LPOP', hist)
@@ -113,8 +124,9 @@ if max_count > 0 then
     kept = kept - 1
   end
 end
-redis.call('PUBLISH', ARGV[4], 'm' .. state[2] .. string.format('%d', seq) .. '\\n' .. payload)
-return seq
+redis.call('PUBLISH', ARGV[3], 'm' .. state[2] .. string.format('%d', first) .. ' '
+  .. table.concat(sizes, ' ') .. '\\n' .. table.concat(payloads))
+return first
 """
 
 # ARGV: session field, channel, LEFT record, room TTL in ms. Idempotent:

@@ -25,7 +25,7 @@ from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
 from hello_server import ChatServer, ServerConfig, run_server
 from hello_server import redis_scripts as scripts
-from hello_server.hub import Envelope
+from hello_server.hub import Envelope, HistoryLimits
 from hello_server.service import encode_message
 from tests.support import TIMEOUT, within
 from tests.support.calls import (
@@ -125,6 +125,72 @@ class TestOneRoomAcrossServers:
             for i in range(len(stubs)):  # each sender's own order is kept
                 own = [text for _, sender, text in orders[0] if sender == f"s{i}"]
                 assert own == [f"s{i} {n}" for n in range(per_sender)]
+            for call in readers:
+                call.cancel()
+
+    async def test_sends_queued_together_go_in_one_script_in_call_order(self, shared: str) -> None:
+        """Sends that queue before the room's send script goes share it, numbered in call order.
+
+        One whose caller gives up before its batch goes is not sent at all;
+        the history bound trims a batch as it trims single sends.
+        """
+        history = HistoryLimits(max_messages=3, max_bytes=1 << 20)
+        config = ServerConfig(port=0, redis_url=shared, metrics_port=0, history=history)
+        async with (
+            run_server(config) as server,
+            open_channel(server.address, own_connection=True) as channel,
+        ):
+            stub = hello_pb2_grpc.ChatRoomStub(channel)
+            reader = await joined(stub, "batch", "reader")
+            rooms = server.rooms
+            assert rooms is not None
+            texts = [f"m{i}" for i in range(1, 7)]
+            calls = [asyncio.create_task(rooms.publish("batch", "bot", text)) for text in texts]
+            # One pass of the loop, for its order, not its time: each publish
+            # has queued its message, and the room's send task, which the
+            # first one created, has not run yet.
+            await asyncio.sleep(0)
+            calls[2].cancel()
+            results = await within(asyncio.gather(*calls, return_exceptions=True))
+            assert isinstance(results[2], asyncio.CancelledError)
+            sent = [text for i, text in enumerate(texts) if i != 2]
+            accepted = [r for r in results if isinstance(r, Envelope)]
+            assert [(e.seq, e.text) for e in accepted] == list(enumerate(sent, 1))
+            got = await receive(reader, len(sent))
+            assert [(m.seq, m.message) for m in got] == list(enumerate(sent, 1))
+            samples = await scrape(server)
+            assert value(samples, "hello_redis_send_seconds_count") == 1
+            assert value(samples, "hello_redis_sent_messages_total") == len(sent)
+            request = pb.JoinRequest(roomID="batch", user=pb.User(id="late"), history=10)
+            late, _ = await acknowledged(stub, "Join", request)
+            kept = await receive(late, 3)
+            assert [(m.seq, m.message) for m in kept] == [(3, "m4"), (4, "m5"), (5, "m6")]
+            late.cancel()
+            reader.cancel()
+
+    async def test_concurrent_sends_on_two_servers_each_get_their_own_seq(
+        self, shared: str
+    ) -> None:
+        """A burst on both servers (batched on each): every ack names its own message's seq."""
+        async with servers(shared, 2, metrics_port=0) as stubs:
+            readers = [await joined(stub, "burst", f"r{i}") for i, stub in enumerate(stubs)]
+            sends = [
+                (stub, f"s{i}", f"s{i} {n}") for i, stub in enumerate(stubs) for n in range(50)
+            ]
+            acks = await within(
+                asyncio.gather(*(send(stub, "burst", who, text) for stub, who, text in sends))
+            )
+            total = len(sends)
+            text_of = {ack.seq: text for ack, (_, _, text) in zip(acks, sends, strict=True)}
+            assert sorted(text_of) == list(range(1, total + 1))
+            orders = [[(m.seq, m.message) for m in await receive(r, total)] for r in readers]
+            assert orders[0] == sorted(text_of.items())
+            assert orders[1] == orders[0]
+            counted = [
+                value(await scrape(RUNNING[id(stub)]), "hello_redis_sent_messages_total")
+                for stub in stubs
+            ]
+            assert counted == [50, 50]
             for call in readers:
                 call.cancel()
 
