@@ -63,6 +63,7 @@ from hello_server.hub import (
     RoomNotFound,
 )
 from hello_server.metrics import BackendStats
+from hello_server.redis_pipe import ScriptPipe
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ class RedisHub:
         self._sweep = self._redis.register_script(scripts.SWEEP)
         self._members = self._redis.register_script(scripts.MEMBERS)
         self._fetch = self._redis.register_script(scripts.FETCH)
+        # The send script, once per batch, skips the pool: see redis_pipe.py.
+        self._pipe = ScriptPipe(self._pool.make_connection, COMMAND_TIMEOUT)
         self._feeds: dict[str, _Feed] = {}
         self._outboxes: dict[str, _Outbox] = {}
         self._rooms_by_channel: dict[bytes, str] = {}
@@ -252,6 +255,7 @@ class RedisHub:
                 await self._redis.delete(scripts.node_rooms_key(self.node))
         if self._conn is not None:
             await self._conn.disconnect()
+        await self._pipe.close()
         await self._redis.aclose()
         await self._pool.disconnect()
 
@@ -412,7 +416,7 @@ class RedisHub:
         started = time.perf_counter()
         failure: Exception
         try:
-            first = await self._send(keys=keys, args=[*head, *payloads])
+            first = await self._pipe.run(self._send, keys, [*head, *payloads])
         except _FAILURES as error:
             self._command_failed(error)
             failure = BackendUnavailable(_describe(error))

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hello_protocol import hello_pb2 as pb
 from hello_protocol import hello_pb2_grpc
-from hello_server import ChatServer, ServerConfig, run_server
+from hello_server import ChatServer, ServerConfig, redis_hub, run_server
 from hello_server import redis_scripts as scripts
 from hello_server.hub import Envelope, HistoryLimits
 from hello_server.service import encode_message
@@ -409,6 +409,60 @@ class TestFaults:
                 assert set(follower.failures) <= {grpc.StatusCode.UNAVAILABLE}
                 assert "pub/sub connection to Redis does not answer" in caplog.text
                 anchor.cancel()
+        finally:
+            await relay.cut()
+
+    async def test_a_send_on_a_hung_connection_fails_and_the_next_reconnects(
+        self, shared: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The send script's own connection hangs: UNAVAILABLE at the timeout, then a new one."""
+        monkeypatch.setattr(redis_hub, "COMMAND_TIMEOUT", 0.5)
+        relay = TcpProxy("127.0.0.1", int(shared.rsplit(":", 1)[1].split("/")[0]))
+        await relay.start()
+        try:
+            async with (
+                servers(f"redis://{relay.address}/0", 1) as (one,),
+                servers(shared, 1) as (two,),
+            ):
+                reader = await joined(two, "stuck", "reader")
+                await send(one, "stuck", "bob", "m1")
+                await relay.freeze()  # what server one sends to Redis from now on is held
+                error = await rpc_error(send(one, "stuck", "bob", "m2"))
+                assert error.code() is grpc.StatusCode.UNAVAILABLE
+                assert "no reply from Redis in time" in (error.details() or "")
+                assert (await send(one, "stuck", "bob", "m3")).seq == 2
+                got = await receive(reader, 2)
+                assert [(m.seq, m.message) for m in got] == [(1, "m1"), (2, "m3")]
+                reader.cancel()
+        finally:
+            await relay.cut()
+
+    async def test_sends_after_a_dropped_connection_are_accepted_once(self, shared: str) -> None:
+        """Redis connections reset under a sender: at most one send fails; none is doubled."""
+        relay = TcpProxy("127.0.0.1", int(shared.rsplit(":", 1)[1].split("/")[0]))
+        await relay.start()
+        try:
+            async with (
+                servers(f"redis://{relay.address}/0", 1) as (one,),
+                servers(shared, 1) as (two,),
+            ):
+                reader = await joined(two, "reset", "reader")
+                accepted = [(await send(one, "reset", "bob", "before")).seq]
+                await relay.drop()
+                failures = []
+                async with asyncio.timeout(TIMEOUT):
+                    while len(accepted) < 3:
+                        try:
+                            ack = await send(one, "reset", "bob", f"after {len(accepted)}")
+                        except grpc.aio.AioRpcError as error:
+                            failures.append(error.code())
+                        else:
+                            accepted.append(ack.seq)
+                assert failures in ([], [grpc.StatusCode.UNAVAILABLE])
+                assert accepted == [1, 2, 3]
+                got = await receive(reader, 3)
+                assert [m.message for m in got] == ["before", "after 1", "after 2"]
+                reader.cancel()
         finally:
             await relay.cut()
 
