@@ -75,6 +75,20 @@ class TestWaves:
         resolution = time.get_clock_info("monotonic").resolution
         assert second[0] - first[0] >= cost + 2.0 * cost - resolution
 
+    async def test_waves_open_at_most_once_per_min_period(self) -> None:
+        """A busy wave that cost little still leaves ``min_period`` before the next opens.
+
+        Like the pause, a lower bound (the wave opens on a timer).
+        """
+        loop = asyncio.get_running_loop()
+        waves = Waves(threshold=0.002, pause_factor=1.0, max_pause=1.0, min_period=0.050)
+        first = await _wave(waves, 1, cost_each=0.005)
+        await asyncio.sleep(0)
+        assert waves.busy(loop.time())
+        second = await _wave(waves, 1)
+        resolution = time.get_clock_info("monotonic").resolution
+        assert second[0] - first[0] >= 0.050 - resolution
+
     async def test_the_pause_is_bounded(self) -> None:
         """However costly a wave, the next opens at most ``max_pause`` after it ended."""
         loop = asyncio.get_running_loop()
