@@ -86,6 +86,24 @@ async def leave(stub: Stub, call: Any) -> None:
     await hub_until(server, lambda: server.hub.member_count < before)
 
 
+@contextlib.asynccontextmanager
+async def relayed(url: str) -> AsyncIterator[tuple[TcpProxy, Stub, Stub]]:
+    """A relay in front of Redis, a server behind it and one straight on Redis.
+
+    Yields (relay, the relayed server's stub, the direct server's stub).
+    """
+    relay = TcpProxy("127.0.0.1", int(url.rsplit(":", 1)[1].split("/")[0]))
+    await relay.start()
+    try:
+        async with (
+            servers(f"redis://{relay.address}/0", 1) as (through,),
+            servers(url, 1) as (direct,),
+        ):
+            yield relay, through, direct
+    finally:
+        await relay.cut()
+
+
 @pytest.fixture
 async def shared(redis: str) -> str:
     """The session's Redis, emptied for this test."""
@@ -388,83 +406,59 @@ class TestFaults:
     ) -> None:
         """A connection that stops relaying without closing: PING unanswered, reconnect, refill."""
         caplog.set_level(logging.INFO, "hello_server.redis_hub")
-        relay = TcpProxy("127.0.0.1", int(shared.rsplit(":", 1)[1].split("/")[0]))
-        await relay.start()
-        try:
-            async with (
-                servers(f"redis://{relay.address}/0", 1) as (one,),
-                servers(shared, 1) as (two,),
-            ):
-                anchor = await joined(two, "hung", "anchor")
-                follower = Follower(one, "hung")
-                reading = asyncio.create_task(follower.run(5))
-                await within(follower.ready.wait())
-                await relay.freeze()  # server one's connections to Redis hang from now on
-                for i in range(5):
-                    await send(two, "hung", "bob", f"m{i}")
-                await within(reading)
-                # Refilled, or resumed with everything: each once, none missing.
-                assert follower.seqs == [1, 2, 3, 4, 5]
-                assert "false" not in follower.recovered
-                assert set(follower.failures) <= {grpc.StatusCode.UNAVAILABLE}
-                assert "pub/sub connection to Redis does not answer" in caplog.text
-                anchor.cancel()
-        finally:
-            await relay.cut()
+        async with relayed(shared) as (relay, one, two):
+            anchor = await joined(two, "hung", "anchor")
+            follower = Follower(one, "hung")
+            reading = asyncio.create_task(follower.run(5))
+            await within(follower.ready.wait())
+            await relay.freeze()  # server one's connections to Redis hang from now on
+            for i in range(5):
+                await send(two, "hung", "bob", f"m{i}")
+            await within(reading)
+            # Refilled, or resumed with everything: each once, none missing.
+            assert follower.seqs == [1, 2, 3, 4, 5]
+            assert "false" not in follower.recovered
+            assert set(follower.failures) <= {grpc.StatusCode.UNAVAILABLE}
+            assert "pub/sub connection to Redis does not answer" in caplog.text
+            anchor.cancel()
 
     async def test_a_send_on_a_hung_connection_fails_and_the_next_reconnects(
         self, shared: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """The send script's own connection hangs: UNAVAILABLE at the timeout, then a new one."""
         monkeypatch.setattr(redis_hub, "COMMAND_TIMEOUT", 0.5)
-        relay = TcpProxy("127.0.0.1", int(shared.rsplit(":", 1)[1].split("/")[0]))
-        await relay.start()
-        try:
-            async with (
-                servers(f"redis://{relay.address}/0", 1) as (one,),
-                servers(shared, 1) as (two,),
-            ):
-                reader = await joined(two, "stuck", "reader")
-                await send(one, "stuck", "bob", "m1")
-                await relay.freeze()  # what server one sends to Redis from now on is held
-                error = await rpc_error(send(one, "stuck", "bob", "m2"))
-                assert error.code() is grpc.StatusCode.UNAVAILABLE
-                assert "no reply from Redis in time" in (error.details() or "")
-                assert (await send(one, "stuck", "bob", "m3")).seq == 2
-                got = await receive(reader, 2)
-                assert [(m.seq, m.message) for m in got] == [(1, "m1"), (2, "m3")]
-                reader.cancel()
-        finally:
-            await relay.cut()
+        async with relayed(shared) as (relay, one, two):
+            reader = await joined(two, "stuck", "reader")
+            await send(one, "stuck", "bob", "m1")
+            await relay.freeze()  # what server one sends to Redis from now on is held
+            error = await rpc_error(send(one, "stuck", "bob", "m2"))
+            assert error.code() is grpc.StatusCode.UNAVAILABLE
+            assert "no reply from Redis in time" in (error.details() or "")
+            assert (await send(one, "stuck", "bob", "m3")).seq == 2
+            got = await receive(reader, 2)
+            assert [(m.seq, m.message) for m in got] == [(1, "m1"), (2, "m3")]
+            reader.cancel()
 
     async def test_sends_after_a_dropped_connection_are_accepted_once(self, shared: str) -> None:
         """Redis connections reset under a sender: at most one send fails; none is doubled."""
-        relay = TcpProxy("127.0.0.1", int(shared.rsplit(":", 1)[1].split("/")[0]))
-        await relay.start()
-        try:
-            async with (
-                servers(f"redis://{relay.address}/0", 1) as (one,),
-                servers(shared, 1) as (two,),
-            ):
-                reader = await joined(two, "reset", "reader")
-                accepted = [(await send(one, "reset", "bob", "before")).seq]
-                await relay.drop()
-                failures = []
-                async with asyncio.timeout(TIMEOUT):
-                    while len(accepted) < 3:
-                        try:
-                            ack = await send(one, "reset", "bob", f"after {len(accepted)}")
-                        except grpc.aio.AioRpcError as error:
-                            failures.append(error.code())
-                        else:
-                            accepted.append(ack.seq)
-                assert failures in ([], [grpc.StatusCode.UNAVAILABLE])
-                assert accepted == [1, 2, 3]
-                got = await receive(reader, 3)
-                assert [m.message for m in got] == ["before", "after 1", "after 2"]
-                reader.cancel()
-        finally:
-            await relay.cut()
+        async with relayed(shared) as (relay, one, two):
+            reader = await joined(two, "reset", "reader")
+            accepted = [(await send(one, "reset", "bob", "before")).seq]
+            await relay.drop()
+            failures = []
+            async with asyncio.timeout(TIMEOUT):
+                while len(accepted) < 3:
+                    try:
+                        ack = await send(one, "reset", "bob", f"after {len(accepted)}")
+                    except grpc.aio.AioRpcError as error:
+                        failures.append(error.code())
+                    else:
+                        accepted.append(ack.seq)
+            assert failures in ([], [grpc.StatusCode.UNAVAILABLE])
+            assert accepted == [1, 2, 3]
+            got = await receive(reader, 3)
+            assert [m.message for m in got] == ["before", "after 1", "after 2"]
+            reader.cancel()
 
     async def test_a_missed_publish_is_refilled_from_history(self, shared: str) -> None:
         """A seq that jumps (a publish this server never got) is fetched from history, in order."""
