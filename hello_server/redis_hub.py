@@ -192,7 +192,7 @@ class RedisHub:
         self._members = self._redis.register_script(scripts.MEMBERS)
         self._fetch = self._redis.register_script(scripts.FETCH)
         # The send script, once per batch, skips the pool: see redis_pipe.py.
-        self._pipe = ScriptPipe(self._pool.make_connection, COMMAND_TIMEOUT)
+        self._pipe = ScriptPipe(self._pipe_connection, COMMAND_TIMEOUT)
         self._feeds: dict[str, _Feed] = {}
         self._outboxes: dict[str, _Outbox] = {}
         self._rooms_by_channel: dict[bytes, str] = {}
@@ -218,6 +218,11 @@ class RedisHub:
         self._listener: asyncio.Task[None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
+
+    def _pipe_connection(self) -> AbstractConnection:
+        """A connection like the pool's, without a socket timeout (the pipe times commands)."""
+        pool = self._pool
+        return pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
 
     # -- lifecycle ------------------------------------------------------------
 

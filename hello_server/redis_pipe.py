@@ -4,10 +4,14 @@ redis-py's pooled client spent 310-370 us of CPU per command on this
 machine, against 130-190 us for the same command on a connection used
 directly (pool checkout and release, its hooks, the connection check); the
 send script runs once per batch of a room's messages, which in a busy room
-is about once per message, and a worker spent about 1.9 ms per message. The pipe sends on one
-connection that it owns, lets any number of commands be in flight, and
-hands the replies back in order; redis-py still packs the commands and
-parses the replies, as on the pub/sub connection.
+is about once per message, and a worker spent about 1.9 ms per message.
+The pipe sends on one connection that it owns, lets any number of commands
+be in flight, and hands the replies back in order; redis-py still packs the
+commands and parses the replies, as on the pub/sub connection.
+
+The connection must have no socket timeout (the pipe times each command
+itself): redis-py then writes a command at once, in the caller's step, so
+the commands go out in the order their replies are awaited.
 
 A command that gets no reply within the timeout, or a connection that fails,
 fails every command in flight on it (their scripts may or may not have run:
@@ -57,18 +61,20 @@ class ScriptPipe:
         conn = await self._connection()
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._replies.append(reply)
-        try:
-            await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-        except BaseException as error:  # a partial write leaves the connection unusable
-            await self._break(conn, error)
-            raise
+        sent = False
         try:
             async with asyncio.timeout(self._timeout):
+                await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+                sent = True
                 return await reply
         except TimeoutError:
             late = TimeoutError("no reply from Redis in time")
             await self._break(conn, late)
             raise late from None
+        except BaseException as error:
+            if not sent:  # a partial write leaves the connection unusable
+                await self._break(conn, error)
+            raise
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is not None:
