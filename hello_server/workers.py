@@ -172,8 +172,9 @@ class Supervisor:
                 await _first_of(self._all_ready.wait(), self._stopping.wait())
                 if not self._stopping.is_set():
                     host = config.address.rsplit(":", 1)[0]
+                    # Each worker's own line says whether it reaches Redis.
                     log.info(
-                        "hello-server ready on %s:%d (%d workers; %s)",
+                        "hello-server ready on %s:%d (%d workers; %s; rooms shared through Redis)",
                         host,
                         port,
                         config.workers,

@@ -103,7 +103,8 @@ class TestStartup:
             await served(server.address, "first")
             log = await stop_and_check(server, workers)
         assert re.search(
-            r"hello-server ready on 127\.0\.0\.1:\d+ \(3 workers; plaintext; open: no auth",
+            r"hello-server ready on 127\.0\.0\.1:\d+ \(3 workers; plaintext; open: no auth"
+            r"[^)]*; rooms shared through Redis\)",
             before_ready[-1],
         )
         ready = [match for line in before_ready if (match := WORKER_READY.search(line))]
