@@ -555,6 +555,9 @@ class RedisHub:
             return
         if feed.epoch is not None and epoch != feed.epoch:
             self._lost(room_id, feed, "the room was reset in the chat backend; rejoin")
+        if kind == b"m":  # one message, as servers published before batching
+            self._on_live(room_id, feed, int(head), data[newline + 1 :])
+            return
         # A batch: "<first seq> <size> <size>...", then the payloads back to back.
         first, *sizes = head.split(b" ")
         seq = int(first)

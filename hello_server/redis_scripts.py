@@ -11,10 +11,11 @@ touches one Redis Cluster slot. Per room:
 - ``hello:{room}:names`` hash: user id -> ``"<since ns>|<name>"``;
 - ``hello:{room}:nodes`` hash: ``"<node>\\0<member>"`` -> user id: who holds
   each session, so that a dead node's sessions can be removed (swept);
-- channel ``hello:{room}:chan``: ``m<epoch><first seq> <size> <size>...\\n``
+- channel ``hello:{room}:chan``: ``b<epoch><first seq> <size> <size>...\\n``
   and the payloads one after another for a batch of messages (seqs
   ``first``, ``first + 1``...), ``p<epoch><user>\\n<record>`` for a presence
-  event.
+  event; servers still read ``m<epoch><seq>\\n<payload>``, one message, as
+  servers published before batching (a rolling upgrade).
 
 Per node (not per room): ``hello:nodes``, a sorted set of node -> expiry
 (ms since the epoch, refreshed by the node's heartbeat), and
@@ -124,7 +125,7 @@ if max_count > 0 then
     kept = kept - 1
   end
 end
-redis.call('PUBLISH', ARGV[3], 'm' .. state[2] .. string.format('%d', first) .. ' '
+redis.call('PUBLISH', ARGV[3], 'b' .. state[2] .. string.format('%d', first) .. ' '
   .. table.concat(sizes, ' ') .. '\\n' .. table.concat(payloads))
 return first
 """

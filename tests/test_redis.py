@@ -460,6 +460,28 @@ class TestFaults:
             assert [m.message for m in got] == ["before", "after 1", "after 2"]
             reader.cancel()
 
+    async def test_a_message_published_alone_as_before_batching_is_delivered(
+        self, shared: str
+    ) -> None:
+        """A server before batching publishes ``m<epoch><seq>\\n<payload>``: read at once."""
+        async with servers(shared, 1) as (stub,):
+            reader, headers = await acknowledged(stub, "Join", join("old", "reader"))
+            await send(stub, "old", "bob", "m1")
+            await receive(reader, 1)
+            meta, hist = scripts.room_keys("old")[:2]
+            client = aioredis.Redis.from_url(shared)
+            try:
+                seq = await client.hincrby(meta, "seq", 1)
+                payload = encode_message(Envelope("old", "carol", "from an old server", seq, 0))
+                await client.rpush(hist, payload)
+                message = b"m" + headers["hello-epoch"].encode() + b"%d\n" % seq + payload
+                await client.publish(scripts.channel("old"), message)
+            finally:
+                await client.aclose()
+            got = await receive(reader, 1)  # no later message needed to find it
+            assert [(m.seq, m.id, m.message) for m in got] == [(2, "carol", "from an old server")]
+            reader.cancel()
+
     async def test_a_missed_publish_is_refilled_from_history(self, shared: str) -> None:
         """A seq that jumps (a publish this server never got) is fetched from history, in order."""
         async with servers(shared, 1) as (stub,):
