@@ -468,18 +468,15 @@ class TestFaults:
             reader, headers = await acknowledged(stub, "Join", join("old", "reader"))
             await send(stub, "old", "bob", "m1")
             await receive(reader, 1)
-            meta, hist = scripts.room_keys("old")[:2]
+            seq, payload = await accept_unpublished(shared, "old", "from an old server")
             client = aioredis.Redis.from_url(shared)
             try:
-                seq = await client.hincrby(meta, "seq", 1)
-                payload = encode_message(Envelope("old", "carol", "from an old server", seq, 0))
-                await client.rpush(hist, payload)
                 message = b"m" + headers["hello-epoch"].encode() + b"%d\n" % seq + payload
                 await client.publish(scripts.channel("old"), message)
             finally:
                 await client.aclose()
             got = await receive(reader, 1)  # no later message needed to find it
-            assert [(m.seq, m.id, m.message) for m in got] == [(2, "carol", "from an old server")]
+            assert [(m.seq, m.id, m.message) for m in got] == [(2, "ghost", "from an old server")]
             reader.cancel()
 
     async def test_a_missed_publish_is_refilled_from_history(self, shared: str) -> None:
@@ -595,18 +592,21 @@ class TestFaults:
                 watcher.cancel()
 
 
-async def accept_unpublished(url: str, room: str, text: str, keep: bool = True) -> None:
+async def accept_unpublished(
+    url: str, room: str, text: str, keep: bool = True
+) -> tuple[int, bytes]:
     """Take the room's next seq as SEND would, but publish nothing: a lost publish.
 
     With ``keep`` the message goes to the history; without, the history is
     emptied, as if its bound had dropped the message before anyone fetched it.
+    Returns the seq and the message's payload.
     """
     meta, hist = scripts.room_keys(room)[:2]
     client = aioredis.Redis.from_url(url)
     try:
         seq = await client.hincrby(meta, "seq", 1)
+        payload = encode_message(Envelope(room, "ghost", text, seq, time.time_ns()))
         if keep:
-            payload = encode_message(Envelope(room, "ghost", text, seq, time.time_ns()))
             await client.rpush(hist, payload)
             await client.hincrby(meta, "bytes", len(payload))
         else:
@@ -614,6 +614,7 @@ async def accept_unpublished(url: str, room: str, text: str, keep: bool = True) 
             await client.hset(meta, "bytes", 0)
     finally:
         await client.aclose()
+    return seq, payload
 
 
 @contextlib.contextmanager
